@@ -1,0 +1,55 @@
+"""`danlu` command line: a table of subcommands -> functions. No logic of its own lives here.
+
+Each subcommand module exposes `add_arguments(parser)` and `run(args) -> int`. Errors derived
+from DanluError print one line and exit with their code (2 bad input, 1 runtime failure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from danlu import __version__
+from danlu.utils.errors import DanluError
+
+# name -> (module under danlu.cli, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "env": ("env", "hardware and versions report (GPUs, CUDA, topology, RAM)"),
+    "config": ("config_cmd", "check a config (and overrides) and print it resolved; list keys"),
+    "demo": ("demo", "run the main job end to end on the embedded default model"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="danlu",
+        description="丹炉 danlu: fine-tune, evaluate and serve LLMs. "
+        "Every command that takes CONFIG also takes key=value overrides.",
+    )
+    parser.add_argument("--version", action="version", version=f"danlu {__version__}")
+    subs = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        mod = importlib.import_module(f"danlu.cli.{module}")
+        sub = subs.add_parser(name, help=help_text, description=help_text,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+        mod.add_arguments(sub)
+        sub.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except DanluError as e:
+        print(f"danlu: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("danlu: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Every range and cross-key validation rule, in one table.
+
+A rule names the keys it reads, a predicate over their values, and what must hold. Rules whose
+keys are all at their defaults still run: a default can never be invalid, and that is tested.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Rule:
+    keys: tuple[str, ...]
+    ok: Callable[..., bool]
+    must: str
+    """What must hold, phrased to follow the key: 'must be > 0'."""
+
+
+def _opt(pred: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    """Apply `pred` only when the optional value is set."""
+    return lambda v: v is None or pred(v)
+
+
+RULES: list[Rule] = [
+    # model
+    Rule(("threads",), lambda v: v >= 0, "must be >= 0"),
+    # data
+    Rule(("cutoff_len",), lambda v: v >= 2, "must be >= 2"),
+    Rule(("max_source_len",), _opt(lambda v: v >= 1), "must be >= 1"),
+    Rule(("max_target_len",), _opt(lambda v: v >= 1), "must be >= 1"),
+    Rule(("val_size",), lambda v: v >= 0 and (v < 1 or float(v).is_integer()),
+         "must be a fraction in [0, 1) or a whole number of records"),
+    Rule(("preprocessing_num_workers",), lambda v: v >= 0, "must be >= 0"),
+    Rule(("data",), lambda v: all(s.weight > 0 for s in v), "weights must all be > 0"),
+    Rule(("data",), lambda v: all(s.max_samples is None or s.max_samples >= 1 for s in v),
+         "max_samples must all be >= 1"),
+    # methods
+    Rule(("lora_rank",), lambda v: v >= 1, "must be >= 1"),
+    Rule(("lora_alpha",), _opt(lambda v: v > 0), "must be > 0"),
+    Rule(("lora_dropout",), lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    Rule(("lora_target",), lambda v: len(v) >= 1, "must name at least one module"),
+    Rule(("pre_seq_len",), lambda v: v >= 1, "must be >= 1"),
+    # training
+    Rule(("learning_rate",), lambda v: v > 0, "must be > 0"),
+    Rule(("num_train_epochs",), lambda v: v > 0, "must be > 0"),
+    Rule(("max_steps",), lambda v: v == -1 or v >= 1, "must be -1 or >= 1"),
+    Rule(("per_device_train_batch_size",), lambda v: v >= 1, "must be >= 1"),
+    Rule(("per_device_eval_batch_size",), lambda v: v >= 1, "must be >= 1"),
+    Rule(("gradient_accumulation_steps",), lambda v: v >= 1, "must be >= 1"),
+    Rule(("warmup_ratio",), lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    Rule(("warmup_steps",), lambda v: v >= 0, "must be >= 0"),
+    Rule(("weight_decay",), lambda v: v >= 0, "must be >= 0"),
+    Rule(("max_grad_norm",), lambda v: v >= 0, "must be >= 0"),
+    Rule(("bf16", "fp16"), lambda a, b: not (a and b), "cannot both be true"),
+    Rule(("method", "quantization_bit"), lambda m, q: m != "qlora" or q is not None,
+         "qlora needs quantization_bit: 4 or 8"),
+    # output
+    Rule(("logging_steps",), lambda v: v >= 1, "must be >= 1"),
+    Rule(("save_steps",), lambda v: v >= 1, "must be >= 1"),
+    Rule(("save_total_limit",), _opt(lambda v: v >= 1), "must be >= 1"),
+    Rule(("eval_steps",), _opt(lambda v: v >= 1), "must be >= 1"),
+]
+
+
+def violations(values: dict[str, Any]) -> list[tuple[Rule, str]]:
+    """Rules broken by a flat key -> value mapping, each with its one-line message."""
+    broken = []
+    for rule in RULES:
+        if not all(k in values for k in rule.keys):
+            continue
+        args = [values[k] for k in rule.keys]
+        if not rule.ok(*args):
+            broken.append((rule, _message(rule, args)))
+    return broken
+
+
+def _message(rule: Rule, args: list[Any]) -> str:
+    if len(rule.keys) == 1:
+        shown = args[0] if rule.keys[0] != "data" else "..."
+        return f"{rule.keys[0]} {rule.must}, got {shown!r}"
+    pairs = ", ".join(f"{k}={v!r}" for k, v in zip(rule.keys, args, strict=True))
+    return f"{pairs}: {rule.must}"

@@ -1,0 +1,1 @@
+"""Inference: generation with streaming (chat CLI, server and web page build on it)."""

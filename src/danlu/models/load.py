@@ -1,0 +1,102 @@
+"""Load a tokenizer and a causal LM from any `model:` spec, safely and on the right device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from danlu.config import ModelArgs
+from danlu.models.device import pick_device, pick_dtype
+from danlu.models.resolve import resolve_model
+from danlu.utils.errors import UsageError
+from danlu.utils.system import configure_threads
+
+_PICKLE = ("*.bin", "*.pt", "*.pth", "*.ckpt")
+
+
+@dataclass
+class Loaded:
+    model: Any
+    tokenizer: Any
+    path: Path
+    """The local HF folder the model was loaded from."""
+
+
+def load_tokenizer(spec: str | Path, trust_remote_code: bool = False) -> Any:
+    """Tokenizer of a model spec (or folder), with a pad token that training can mask by position."""
+    from transformers import AutoTokenizer
+
+    path = spec if isinstance(spec, Path) else resolve_model(str(spec))
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if tok.pad_token is None:
+        # Reusing EOS as pad is safe because labels mask padding by position, never by id.
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(args: ModelArgs | None = None, for_training: bool = False) -> Loaded:
+    """Load `args.model` (+ adapter) with the dtype/device/attention/quantisation asked for."""
+    from transformers import AutoModelForCausalLM
+
+    args = args or ModelArgs()
+    configure_threads(args.threads)
+    path = resolve_model(args.model, args.allow_pickle)
+    _check_weights_safe(path, args.allow_pickle)
+    device = pick_device(args.device)
+    kwargs: dict[str, Any] = {
+        "dtype": pick_dtype(args.model_dtype, device),
+        "trust_remote_code": args.trust_remote_code,
+        "use_safetensors": None if args.allow_pickle else True,
+    }
+    if args.attn_implementation != "auto":
+        kwargs["attn_implementation"] = args.attn_implementation
+    if args.quantization_bit is not None:
+        kwargs["quantization_config"] = _bnb_config(args, kwargs["dtype"])
+    if args.device_map:
+        kwargs["device_map"] = args.device_map
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if not args.device_map and args.quantization_bit is None:
+        model.to(device)
+    tokenizer = load_tokenizer(path, args.trust_remote_code)
+    if args.adapter:
+        model = _attach_adapter(model, args, for_training)
+    model.train(for_training)
+    return Loaded(model=model, tokenizer=tokenizer, path=path)
+
+
+def _check_weights_safe(path: Path, allow_pickle: bool) -> None:
+    if allow_pickle or any(path.glob("*.safetensors")):
+        return
+    pickles = [p.name for pattern in _PICKLE for p in path.glob(pattern)]
+    if pickles:
+        raise UsageError(
+            f"model '{path}': only pickle weights ({pickles[0]}), which can run code when "
+            f"loaded; convert them to safetensors or set allow_pickle: true"
+        )
+
+
+def _bnb_config(args: ModelArgs, compute_dtype: Any) -> Any:
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise UsageError("quantization_bit needs bitsandbytes: pip install bitsandbytes") from None
+    from transformers import BitsAndBytesConfig
+
+    if args.quantization_bit == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=args.quantization_type,
+        bnb_4bit_compute_dtype=compute_dtype,
+        bnb_4bit_use_double_quant=True,
+    )
+
+
+def _attach_adapter(model: Any, args: ModelArgs, for_training: bool) -> Any:
+    from peft import PeftModel
+
+    adapter = Path(args.adapter).expanduser()
+    if not (adapter / "adapter_config.json").is_file():
+        raise UsageError(f"adapter '{args.adapter}': no adapter_config.json (not a PEFT adapter)")
+    return PeftModel.from_pretrained(model, adapter, is_trainable=for_training)
