@@ -32,8 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     subs = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in COMMANDS.items():
         mod = importlib.import_module(f"danlu.cli.{module}")
-        sub = subs.add_parser(name, help=help_text, description=help_text,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub = subs.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         mod.add_arguments(sub)
         sub.set_defaults(_run=mod.run)
     return parser

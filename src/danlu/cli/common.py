@@ -13,8 +13,12 @@ from danlu.utils.docstrings import field_docs
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """CONFIG [key=value ...]; the epilog lists every key with its documentation."""
     parser.add_argument("config", metavar="CONFIG", help="YAML run config (DESIGN §2)")
-    parser.add_argument("overrides", metavar="key=value", nargs="*",
-                        help="override any config key, e.g. lora_rank=16 max_steps=100")
+    parser.add_argument(
+        "overrides",
+        metavar="key=value",
+        nargs="*",
+        help="override any config key, e.g. lora_rank=16 max_steps=100",
+    )
     parser.epilog = keys_help()
 
 

@@ -12,8 +12,11 @@ from danlu.utils.errors import UsageError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     subs = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    check = subs.add_parser("check", help="validate CONFIG + overrides and print the result",
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    check = subs.add_parser(
+        "check",
+        help="validate CONFIG + overrides and print the result",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_config_arguments(check)
     keys = subs.add_parser("keys", help="document config keys (all, or the ones named)")
     keys.add_argument("keys", nargs="*", metavar="KEY")

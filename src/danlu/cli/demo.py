@@ -29,9 +29,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"[demo] loaded {args.model} from {loaded.path} in {time.perf_counter() - t0:.1f}s")
     print(f"[demo] user: {args.prompt}\n[demo] assistant: ", end="", flush=True)
     t1, pieces = time.perf_counter(), 0
-    for piece in stream_chat(loaded.model, loaded.tokenizer,
-                             [{"role": "user", "content": args.prompt}],
-                             max_new_tokens=args.max_new_tokens):
+    for piece in stream_chat(
+        loaded.model,
+        loaded.tokenizer,
+        [{"role": "user", "content": args.prompt}],
+        max_new_tokens=args.max_new_tokens,
+    ):
         sys.stdout.write(piece)
         sys.stdout.flush()
         pieces += 1

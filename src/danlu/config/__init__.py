@@ -1,19 +1,11 @@
 """Typed, flat, validated run configuration (DESIGN §2)."""
 
-from danlu.config import sections as _sections  # noqa: F401  (registers the sections)
+from danlu.config import methods as _methods  # noqa: F401  (registers the method sections)
+from danlu.config import sections as _sections  # noqa: F401  (registers the core sections)
 from danlu.config.load import Config, dump_config, load_config, save_config
+from danlu.config.methods import FreezeArgs, LoraArgs, MethodArgs, PromptLearningArgs
 from danlu.config.schema import SECTIONS, ConfigError
-from danlu.config.sections import (
-    DataArgs,
-    DataSource,
-    FreezeArgs,
-    LoraArgs,
-    MethodArgs,
-    ModelArgs,
-    OutputArgs,
-    PromptLearningArgs,
-    TrainArgs,
-)
+from danlu.config.sections import DataArgs, DataSource, ModelArgs, OutputArgs, TrainArgs
 
 __all__ = [
     "SECTIONS",

@@ -31,12 +31,18 @@ RULES: list[Rule] = [
     Rule(("cutoff_len",), lambda v: v >= 2, "must be >= 2"),
     Rule(("max_source_len",), _opt(lambda v: v >= 1), "must be >= 1"),
     Rule(("max_target_len",), _opt(lambda v: v >= 1), "must be >= 1"),
-    Rule(("val_size",), lambda v: v >= 0 and (v < 1 or float(v).is_integer()),
-         "must be a fraction in [0, 1) or a whole number of records"),
+    Rule(
+        ("val_size",),
+        lambda v: v >= 0 and (v < 1 or float(v).is_integer()),
+        "must be a fraction in [0, 1) or a whole number of records",
+    ),
     Rule(("preprocessing_num_workers",), lambda v: v >= 0, "must be >= 0"),
     Rule(("data",), lambda v: all(s.weight > 0 for s in v), "weights must all be > 0"),
-    Rule(("data",), lambda v: all(s.max_samples is None or s.max_samples >= 1 for s in v),
-         "max_samples must all be >= 1"),
+    Rule(
+        ("data",),
+        lambda v: all(s.max_samples is None or s.max_samples >= 1 for s in v),
+        "max_samples must all be >= 1",
+    ),
     # methods
     Rule(("lora_rank",), lambda v: v >= 1, "must be >= 1"),
     Rule(("lora_alpha",), _opt(lambda v: v > 0), "must be > 0"),
@@ -55,8 +61,11 @@ RULES: list[Rule] = [
     Rule(("weight_decay",), lambda v: v >= 0, "must be >= 0"),
     Rule(("max_grad_norm",), lambda v: v >= 0, "must be >= 0"),
     Rule(("bf16", "fp16"), lambda a, b: not (a and b), "cannot both be true"),
-    Rule(("method", "quantization_bit"), lambda m, q: m != "qlora" or q is not None,
-         "qlora needs quantization_bit: 4 or 8"),
+    Rule(
+        ("method", "quantization_bit"),
+        lambda m, q: m != "qlora" or q is not None,
+        "qlora needs quantization_bit: 4 or 8",
+    ),
     # output
     Rule(("logging_steps",), lambda v: v >= 1, "must be >= 1"),
     Rule(("save_steps",), lambda v: v >= 1, "must be >= 1"),

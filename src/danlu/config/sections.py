@@ -14,9 +14,6 @@ from danlu.config.schema import section
 FORMATS = Literal[
     "auto", "alpaca", "prompt_response", "conversations", "messages", "sharegpt", "text", "pairwise"
 ]
-METHODS = Literal[
-    "full", "freeze", "lora", "qlora", "ptuning_v2", "prefix", "prompt", "ptuning", "ia3", "adalora"
-]
 
 
 @dataclass
@@ -91,45 +88,6 @@ class DataArgs:
     """Tokenisation worker processes; 0 = one per usable core."""
     data_cache: bool = True
     """Cache tokenised data on disk (under DANLU_HOME) and reuse it on the next run."""
-
-
-@section("method")
-class MethodArgs:
-    method: METHODS = "lora"
-    """Fine-tuning method: full | freeze | lora | qlora | ptuning_v2 | prefix | prompt | ptuning |
-    ia3 | adalora."""
-
-
-@section("lora")
-class LoraArgs:
-    lora_rank: int = 8
-    """LoRA rank r."""
-    lora_alpha: float | None = None
-    """LoRA scaling alpha; default 2 x lora_rank."""
-    lora_dropout: float = 0.0
-    """Dropout on the LoRA branch."""
-    lora_target: list[str] = field(default_factory=lambda: ["all-linear"])
-    """Modules to adapt: `all-linear` or names such as q_proj,v_proj (query_key_value for ChatGLM)."""
-    use_rslora: bool = False
-    """Rank-stabilised LoRA scaling (alpha / sqrt(r))."""
-    use_dora: bool = False
-    """Weight-decomposed LoRA (DoRA)."""
-
-
-@section("freeze")
-class FreezeArgs:
-    freeze_trainable_layers: int = 2
-    """`freeze`: train the last N decoder blocks (negative: the first N)."""
-    freeze_trainable_modules: list[str] = field(default_factory=list)
-    """`freeze`: also train parameters whose names contain any of these strings."""
-
-
-@section("prompt_learning")
-class PromptLearningArgs:
-    pre_seq_len: int = 128
-    """Virtual tokens for prefix / ptuning_v2 / prompt / ptuning."""
-    prefix_projection: bool = False
-    """`prefix`/`ptuning_v2`: reparameterise the prefix with an MLP (as in ChatGLM's P-Tuning v2)."""
 
 
 @section("train")

@@ -7,8 +7,13 @@ from collections.abc import Iterator
 from typing import Any
 
 
-def stream_chat(model: Any, tokenizer: Any, messages: list[dict[str, str]],
-                max_new_tokens: int = 128, **gen: Any) -> Iterator[str]:
+def stream_chat(
+    model: Any,
+    tokenizer: Any,
+    messages: list[dict[str, str]],
+    max_new_tokens: int = 128,
+    **gen: Any,
+) -> Iterator[str]:
     """Yield the reply to `messages` piece by piece as the model produces it.
 
     Generation runs in a worker thread feeding transformers' TextIteratorStreamer; greedy
@@ -22,8 +27,14 @@ def stream_chat(model: Any, tokenizer: Any, messages: list[dict[str, str]],
     )
     enc = {k: v.to(model.device) for k, v in enc.items()}
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    kwargs = {"max_new_tokens": max_new_tokens, "do_sample": False, "streamer": streamer,
-              "pad_token_id": tokenizer.pad_token_id, **enc, **gen}
+    kwargs = {
+        "max_new_tokens": max_new_tokens,
+        "do_sample": False,
+        "streamer": streamer,
+        "pad_token_id": tokenizer.pad_token_id,
+        **enc,
+        **gen,
+    }
 
     def run() -> None:
         with torch.inference_mode():

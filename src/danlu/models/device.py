@@ -20,7 +20,9 @@ def pick_device(spec: str = "auto") -> torch.device:
     try:
         device = torch.device(spec)
     except RuntimeError:
-        raise UsageError(f"device: unknown device {spec!r} (auto, cpu, cuda, cuda:N, mps)") from None
+        raise UsageError(
+            f"device: unknown device {spec!r} (auto, cpu, cuda, cuda:N, mps)"
+        ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise UsageError(f"device: {spec!r} asked for but no CUDA GPU is visible")

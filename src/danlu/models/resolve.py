@@ -47,13 +47,13 @@ def _from_hub(repo_id: str, allow_pickle: bool) -> Path:
         patterns.append("*.bin")
     try:
         return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
-    except Exception:  # noqa: BLE001 - not cached: try the network below
+    except Exception:
         pass
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
     if not offline:
         try:
             return Path(snapshot_download(repo_id, allow_patterns=patterns))
-        except Exception as e:  # noqa: BLE001 - every failure here means "cannot get it"
+        except Exception as e:
             if not _is_network_error(e):
                 raise UsageError(f"model '{repo_id}': hub download failed: {e}") from None
     raise UsageError(
@@ -65,6 +65,15 @@ def _from_hub(repo_id: str, allow_pickle: bool) -> Path:
 
 def _is_network_error(e: BaseException) -> bool:
     text = f"{type(e).__name__} {e}".lower()
-    words = ("connect", "resolve", "name or service", "timed out", "timeout", "network",
-             "internet", "offline", "outgoing traffic")
+    words = (
+        "connect",
+        "resolve",
+        "name or service",
+        "timed out",
+        "timeout",
+        "network",
+        "internet",
+        "offline",
+        "outgoing traffic",
+    )
     return any(w in text for w in words)

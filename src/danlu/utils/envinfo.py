@@ -12,8 +12,20 @@ from typing import Any
 
 from danlu.utils.system import available_cpus, total_ram_bytes
 
-PACKAGES = ("danlu", "torch", "transformers", "peft", "datasets", "accelerate", "trl",
-            "deepspeed", "bitsandbytes", "flash-attn", "safetensors", "tokenizers")
+PACKAGES = (
+    "danlu",
+    "torch",
+    "transformers",
+    "peft",
+    "datasets",
+    "accelerate",
+    "trl",
+    "deepspeed",
+    "bitsandbytes",
+    "flash-attn",
+    "safetensors",
+    "tokenizers",
+)
 
 
 def collect() -> dict[str, Any]:
@@ -25,8 +37,12 @@ def collect() -> dict[str, Any]:
         "packages": {p: _version(p) for p in PACKAGES},
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-        "cpu": {"model": _cpu_model(), "cores_usable": available_cpus(),
-                "torch_threads": torch.get_num_threads(), "bf16_instructions": _cpu_bf16()},
+        "cpu": {
+            "model": _cpu_model(),
+            "cores_usable": available_cpus(),
+            "torch_threads": torch.get_num_threads(),
+            "bf16_instructions": _cpu_bf16(),
+        },
         "ram_gib": round(total_ram_bytes() / 2**30, 1),
         "gpus": _gpus(),
     }
@@ -69,9 +85,15 @@ def _gpus() -> list[dict[str, Any]]:
     gpus = []
     for i in range(torch.cuda.device_count()):
         p = torch.cuda.get_device_properties(i)
-        gpus.append({"index": i, "name": p.name, "memory_gib": round(p.total_memory / 2**30, 1),
-                     "compute_capability": f"{p.major}.{p.minor}",
-                     "bf16": p.major >= 8})
+        gpus.append(
+            {
+                "index": i,
+                "name": p.name,
+                "memory_gib": round(p.total_memory / 2**30, 1),
+                "compute_capability": f"{p.major}.{p.minor}",
+                "bf16": p.major >= 8,
+            }
+        )
     return gpus
 
 
@@ -80,8 +102,7 @@ def _p2p(n: int) -> list[list[bool]] | None:
 
     if n < 2:
         return None
-    return [[i == j or torch.cuda.can_device_access_peer(i, j) for j in range(n)]
-            for i in range(n)]
+    return [[i == j or torch.cuda.can_device_access_peer(i, j) for j in range(n)] for i in range(n)]
 
 
 def _nvidia_topo() -> str | None:
@@ -100,19 +121,30 @@ def render(info: dict[str, Any]) -> str:
     cpu = info["cpu"]
     rows = [("python", info["python"]), ("platform", info["platform"])]
     rows += [(k, v or "-") for k, v in info["packages"].items()]
-    rows += [("cuda", info["cuda"] or "- (CPU build)"),
-             ("cpu", f"{cpu['model']} ({cpu['cores_usable']} usable cores, "
-                     f"{cpu['torch_threads']} torch threads, bf16 instructions: "
-                     f"{'yes' if cpu['bf16_instructions'] else 'no'})"),
-             ("ram", f"{info['ram_gib']} GiB")]
+    rows += [
+        ("cuda", info["cuda"] or "- (CPU build)"),
+        (
+            "cpu",
+            f"{cpu['model']} ({cpu['cores_usable']} usable cores, "
+            f"{cpu['torch_threads']} torch threads, bf16 instructions: "
+            f"{'yes' if cpu['bf16_instructions'] else 'no'})",
+        ),
+        ("ram", f"{info['ram_gib']} GiB"),
+    ]
     if not info["gpus"]:
         rows.append(("gpus", "none visible (check CUDA_VISIBLE_DEVICES / driver)"))
     for g in info["gpus"]:
-        rows.append((f"gpu {g['index']}", f"{g['name']}, {g['memory_gib']} GiB, "
-                     f"sm {g['compute_capability']}, bf16 {'yes' if g['bf16'] else 'no'}"))
+        rows.append(
+            (
+                f"gpu {g['index']}",
+                f"{g['name']}, {g['memory_gib']} GiB, "
+                f"sm {g['compute_capability']}, bf16 {'yes' if g['bf16'] else 'no'}",
+            )
+        )
     if info["p2p"]:
-        rows.append(("peer-to-peer", " ".join("".join("Y" if x else "." for x in r)
-                                               for r in info["p2p"])))
+        rows.append(
+            ("peer-to-peer", " ".join("".join("Y" if x else "." for x in r) for r in info["p2p"]))
+        )
     width = max(len(k) for k, _ in rows)
     text = "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
     if info["topology"]:

@@ -1,0 +1,1 @@
+"""Data pipeline: readers -> one Conversation type -> templates -> tokens + labels (DESIGN §3)."""
