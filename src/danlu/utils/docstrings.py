@@ -35,9 +35,7 @@ def _docs_in_class_body(node: ast.AST) -> dict[str, str]:
     for stmt, nxt in zip(body, [*body[1:], None], strict=True):
         if not (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)):
             continue
-        doc = ""
-        if isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
-            if isinstance(nxt.value.value, str):
-                doc = inspect.cleandoc(nxt.value.value)
-        docs[stmt.target.id] = doc
+        is_doc = isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+        text = nxt.value.value if is_doc else None
+        docs[stmt.target.id] = inspect.cleandoc(text) if isinstance(text, str) else ""
     return docs

@@ -1,0 +1,40 @@
+"""The rule table: each rule can fail, and names its key."""
+
+import pytest
+
+from danlu.config import ConfigError, load_config
+from danlu.config.rules import RULES
+
+BAD = {
+    "threads": -1, "cutoff_len": 1, "max_source_len": 0, "max_target_len": 0, "val_size": 1.5,
+    "preprocessing_num_workers": -1, "lora_rank": 0, "lora_alpha": 0, "lora_dropout": 1.0,
+    "lora_target": [], "pre_seq_len": 0, "learning_rate": 0, "num_train_epochs": 0,
+    "max_steps": 0, "per_device_train_batch_size": 0, "per_device_eval_batch_size": 0,
+    "gradient_accumulation_steps": 0, "warmup_ratio": 1.0, "warmup_steps": -1,
+    "weight_decay": -1, "max_grad_norm": -1, "logging_steps": 0, "save_steps": 0,
+    "save_total_limit": 0, "eval_steps": 0,
+}
+
+
+@pytest.mark.parametrize("key", sorted(BAD))
+def test_single_key_rule_rejects(key):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [f"{key}={BAD[key]!r}" if isinstance(BAD[key], str) else f"{key}={BAD[key]}"])
+    assert str(info.value).startswith(f"override '{key}=")
+    assert f": {key} " in str(info.value)
+
+
+def test_every_single_key_rule_is_exercised():
+    single = {r.keys[0] for r in RULES if len(r.keys) == 1 and r.keys[0] != "data"}
+    assert single <= set(BAD), f"add a failing value for: {single - set(BAD)}"
+
+
+def test_data_weight_rule():
+    with pytest.raises(ConfigError, match=r"data weights must all be > 0"):
+        load_config(None, ["data=[{path: a.json, weight: 0}]"])
+
+
+def test_qlora_needs_bits():
+    with pytest.raises(ConfigError, match="qlora needs quantization_bit"):
+        load_config(None, ["method=qlora"])
+    assert load_config(None, ["method=qlora", "quantization_bit=4"]).quantization_bit == 4
