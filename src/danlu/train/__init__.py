@@ -1,0 +1,1 @@
+"""The one training engine (pt/sft now, rm/dpo later), checkpoints, metrics and launch."""
