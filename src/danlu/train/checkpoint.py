@@ -1,0 +1,96 @@
+"""Run-directory checkpoints (DESIGN §5): complete or absent, never half-written.
+
+A checkpoint is written under `checkpoints/.step-N.tmp-*` and renamed to `checkpoints/step-N`
+only once every file is on disk, so a crash or SIGKILL mid-save leaves at most a temp folder,
+which is ignored (and cleaned) later. `resume_from_checkpoint: auto` picks the newest
+`step-N`; an explicit path must be a complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from danlu.utils.errors import UsageError
+
+_STEP = re.compile(r"^step-(\d+)$")
+STATE_FILE = "trainer_state.json"
+
+
+def checkpoints_dir(output_dir: str | Path) -> Path:
+    return Path(output_dir) / "checkpoints"
+
+
+def complete_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
+    """(step, folder) of every complete checkpoint, oldest first."""
+    root = checkpoints_dir(output_dir)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP.match(p.name))]
+    return sorted(found)
+
+
+def resolve_resume(value: str | None, output_dir: str | Path) -> Path | None:
+    """The checkpoint to resume from: None, `auto` (newest, if any) or an explicit folder."""
+    if value is None:
+        return None
+    if value == "auto":
+        found = complete_checkpoints(output_dir)
+        return found[-1][1] if found else None
+    path = Path(value).expanduser()
+    if not (path / STATE_FILE).is_file():
+        raise UsageError(f"resume_from_checkpoint: {value} is not a complete checkpoint "
+                         f"(no {STATE_FILE})")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_dir(dest: Path) -> Iterator[Path]:
+    """Yield a temp folder beside `dest`; on success it becomes `dest` in one rename."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Flush file contents before the rename publishes them (a power cut must not publish zeros)."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+
+
+def publish(staged: Path, dest: Path) -> Path:
+    """Move an already-written folder into place atomically (same filesystem)."""
+    _fsync_tree(staged)
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.replace(staged, dest)
+    return dest
+
+
+def rotate(output_dir: str | Path, keep: int | None) -> list[Path]:
+    """Delete the oldest complete checkpoints beyond `keep`; also drop dead temp folders."""
+    root = checkpoints_dir(output_dir)
+    for stale in root.glob(".step-*.tmp-*") if root.is_dir() else []:
+        shutil.rmtree(stale, ignore_errors=True)
+    found = complete_checkpoints(output_dir)
+    if keep is None or len(found) <= keep:
+        return []
+    doomed = [p for _, p in found[: len(found) - keep]]
+    for path in doomed:
+        shutil.rmtree(path)
+    return doomed
