@@ -13,6 +13,9 @@ BAD = {
     "gradient_accumulation_steps": 0, "warmup_ratio": 1.0, "warmup_steps": -1,
     "weight_decay": -1, "max_grad_norm": -1, "logging_steps": 0, "save_steps": 0,
     "save_total_limit": 0, "eval_steps": 0,
+    "prompt_encoder_hidden_size": 0, "adalora_target_r": 0, "adalora_tinit": -1,
+    "adalora_tfinal": -1, "adalora_delta_t": 0, "adalora_total_step": 0,
+    "adalora_orth_reg_weight": -1,
 }
 
 

@@ -18,6 +18,9 @@ from danlu.utils.errors import DanluError
 COMMANDS: dict[str, tuple[str, str]] = {
     "env": ("env", "hardware and versions report (GPUs, CUDA, topology, RAM)"),
     "config": ("config_cmd", "check a config (and overrides) and print it resolved; list keys"),
+    "data": ("data_cmd", "preview the tokenised data: trained spans, token counts, the data report"),
+    "estimate": ("estimate", "per-device memory breakdown of a training or inference setup"),
+    "plan": ("plan_cmd", "the fastest configuration that fits your GPUs, and how to launch it"),
     "demo": ("demo", "run the main job end to end on the embedded default model"),
 }
 

@@ -3,17 +3,26 @@
 from danlu.config import methods as _methods  # noqa: F401  (registers the method sections)
 from danlu.config import sections as _sections  # noqa: F401  (registers the core sections)
 from danlu.config.load import Config, dump_config, load_config, save_config
-from danlu.config.methods import FreezeArgs, LoraArgs, MethodArgs, PromptLearningArgs
+from danlu.config.methods import (
+    AdaLoraArgs,
+    FreezeArgs,
+    IA3Args,
+    LoraArgs,
+    MethodArgs,
+    PromptLearningArgs,
+)
 from danlu.config.schema import SECTIONS, ConfigError
 from danlu.config.sections import DataArgs, DataSource, ModelArgs, OutputArgs, TrainArgs
 
 __all__ = [
     "SECTIONS",
+    "AdaLoraArgs",
     "Config",
     "ConfigError",
     "DataArgs",
     "DataSource",
     "FreezeArgs",
+    "IA3Args",
     "LoraArgs",
     "MethodArgs",
     "ModelArgs",

@@ -49,6 +49,23 @@ RULES: list[Rule] = [
     Rule(("lora_dropout",), lambda v: 0 <= v < 1, "must be in [0, 1)"),
     Rule(("lora_target",), lambda v: len(v) >= 1, "must name at least one module"),
     Rule(("pre_seq_len",), lambda v: v >= 1, "must be >= 1"),
+    Rule(("prompt_encoder_hidden_size",), _opt(lambda v: v >= 1), "must be >= 1"),
+    Rule(("adalora_target_r",), lambda v: v >= 1, "must be >= 1"),
+    Rule(
+        ("adalora_init_r", "adalora_target_r"),
+        lambda i, t: i >= t,
+        "adalora_init_r must be >= adalora_target_r",
+    ),
+    Rule(("adalora_tinit",), lambda v: v >= 0, "must be >= 0"),
+    Rule(("adalora_tfinal",), lambda v: v >= 0, "must be >= 0"),
+    Rule(("adalora_delta_t",), lambda v: v >= 1, "must be >= 1"),
+    Rule(("adalora_total_step",), _opt(lambda v: v >= 1), "must be >= 1"),
+    Rule(("adalora_orth_reg_weight",), lambda v: v >= 0, "must be >= 0"),
+    Rule(
+        ("ia3_target", "ia3_feedforward"),
+        lambda t, f: set(f) <= set(t),
+        "ia3_feedforward must be a subset of ia3_target",
+    ),
     # training
     Rule(("learning_rate",), lambda v: v > 0, "must be > 0"),
     Rule(("num_train_epochs",), lambda v: v > 0, "must be > 0"),

@@ -25,7 +25,8 @@ class DataSource:
     format: FORMATS = "auto"
     """Record shape; `auto` detects it from the first record and reports what it found."""
     weight: float = 1.0
-    """Relative share when mixing several sources (domain 1 : general 5)."""
+    """Relative share when mixing several sources (domain 1 : general 5). Different weights are
+    realised exactly (larger sources subsampled, seeded); equal weights use every sample."""
     columns: dict[str, str] = field(default_factory=dict)
     """Rename fields: {our_name: their_name}, e.g. {prompt: content, response: summary}."""
     split: str = "train"

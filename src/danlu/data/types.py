@@ -36,8 +36,9 @@ class Conversation:
     messages: list[Message]
     """The turns in order. For `stage: pt` a single `assistant`-less turn is not used: see text."""
     source: str
-    """Where it came from, `file:line` (1-based line for JSONL/CSV, record index + 1 for JSON
-    arrays), so every error and report names it."""
+    """Where it came from, `file:line`: the 1-based line the record starts on (JSON arrays,
+    JSONL, CSV, .txt paragraphs) or row number (Parquet, hub data sets), so every error and
+    report names it."""
     tools: Any = None
     """Tool/function definitions (JSON-able) made available to the model, if any."""
     text: str | None = None

@@ -1,0 +1,68 @@
+"""A danlu run config (DESIGN §2) -> the Setup the estimator takes, and back to config keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from danlu.plan.setup import Setup
+
+# deepspeed preset -> (zero stage, optimizer offload, parameter offload)
+DEEPSPEED = {
+    "zero1": (1, "none", "none"), "zero2": (2, "none", "none"),
+    "zero2_offload": (2, "cpu", "none"), "zero3": (3, "none", "none"),
+    "zero3_offload": (3, "cpu", "cpu"), "zero3_nvme": (3, "nvme", "nvme"),
+}
+_OPTIM = {"adamw_torch": "adamw", "adamw_8bit": "adamw_8bit", "sgd": "sgd", "adafactor": "sgd"}
+
+
+def setup_from_config(cfg: Any) -> tuple[str, dict[str, Any]]:
+    """(model spec, Setup fields) of a loaded danlu Config; CLI flags may override the fields."""
+    method = cfg.method
+    weights = {8: "int8", 4: "int4"}.get(cfg.quantization_bit or 0)
+    if weights is None:
+        weights = "fp16" if cfg.fp16 else "fp32" if cfg.model_dtype == "float32" else "bf16"
+    fields: dict[str, Any] = {
+        "method": method, "lora_rank": cfg.lora_rank, "lora_targets": tuple(cfg.lora_target),
+        "pre_seq_len": cfg.pre_seq_len, "prefix_projection": cfg.prefix_projection,
+        "freeze_layers": cfg.freeze_trainable_layers, "weights": weights,
+        "optimizer": _OPTIM.get(cfg.optim, "adamw"), "micro_batch": cfg.per_device_train_batch_size,
+        "seq_len": cfg.cutoff_len, "grad_ckpt": cfg.gradient_checkpointing,
+        "accumulation": cfg.gradient_accumulation_steps,
+    }
+    if cfg.deepspeed in DEEPSPEED:
+        zero, opt_off, param_off = DEEPSPEED[cfg.deepspeed]
+        fields.update(zero=zero, offload_optimizer=opt_off, offload_params=param_off)
+    return cfg.model, fields
+
+
+def deepspeed_preset(s: Setup) -> str | None:
+    """The danlu `deepspeed:` preset for a Setup's ZeRO stage and offload, if any."""
+    for name, (zero, opt_off, param_off) in DEEPSPEED.items():
+        if (zero, opt_off, param_off) == (s.zero, s.offload_optimizer, s.offload_params):
+            return name
+    return None if s.zero == 0 else f"zero{s.zero}"
+
+
+def config_fragment(model: str, s: Setup) -> dict[str, Any]:
+    """danlu train keys (flat, DESIGN §2) that reproduce a Setup."""
+    out: dict[str, Any] = {"model": model, "method": s.method}
+    if s.method in ("lora", "qlora", "adalora"):
+        out["lora_rank"] = s.lora_rank
+        out["lora_target"] = list(s.lora_targets)
+    if s.method in ("prefix", "ptuning_v2", "prompt", "ptuning"):
+        out["pre_seq_len"] = s.pre_seq_len
+    if s.method == "freeze":
+        out["freeze_trainable_layers"] = s.freeze_layers
+    if s.base_weights == "int4":
+        out["quantization_bit"] = 4
+    out.update({
+        "cutoff_len": s.seq_len, "per_device_train_batch_size": s.micro_batch,
+        "gradient_accumulation_steps": s.accumulation,
+        "gradient_checkpointing": s.grad_ckpt, "bf16": s.compute_dtype == "bf16",
+    })
+    if s.optimizer == "adamw_8bit":
+        out["optim"] = "adamw_8bit"
+    preset = deepspeed_preset(s)
+    if preset:
+        out["deepspeed"] = preset
+    return out
