@@ -106,9 +106,10 @@ def main() -> None:
         results = {}
         for name, mode, home in (("danlu cold", "danlu", f"{tmp}/home"), ("danlu warm", "danlu", f"{tmp}/home"),
                                  ("baseline", "baseline", f"{tmp}/hf")):  # fmt: skip
-            secs, rss, _ = measure(mode, str(data), workers, home)
+            secs, rss, out = measure(mode, str(data), workers, home)
             results[name] = (secs, rss)
-            print(f"{name:11s} {secs:8.1f} s  {a.records / secs:10.0f} records/s  peak RSS {rss:7.0f} MiB")
+            hit = "  (cache hit)" if "reused from the cache" in out else ""
+            print(f"{name:11s} {secs:8.1f} s  {a.records / secs:10.0f} records/s  peak RSS {rss:7.0f} MiB{hit}")
         (d_s, d_rss), (b_s, b_rss) = results["danlu cold"], results["baseline"]
         print(f"ratio danlu cold / baseline: speed {b_s / d_s:.2f}x, peak RSS {d_rss / b_rss:.2f}x")
 
