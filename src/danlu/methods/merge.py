@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 from danlu.utils.errors import UsageError
+from danlu.utils.fs import atomic_dir
 
 _MERGEABLE = {"LORA", "ADALORA", "IA3"}
 
@@ -39,18 +38,12 @@ def merge_lora(
                      allow_pickle=allow_pickle, model_dtype="float32" if dequantize else "auto")
     loaded = load_model(args)
     merged = loaded.model.merge_and_unload()
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_dir(out) as tmp:
         _save(merged, _tokenizer_source(adapter, loaded), tmp)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
 def _save(model: Any, tokenizer: Any, dest: Path) -> None:
-    dest.mkdir(parents=True)
     model.save_pretrained(dest, safe_serialization=True)
     tokenizer.save_pretrained(dest)
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from danlu.utils.fs import atomic_dir, remove_leftovers
 
 MARKER = "danlu-converted.json"
 
@@ -41,17 +40,10 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
     with FileLock(str(out) + ".lock"):
         if _complete(out, stamp):  # another process finished while we waited
             return out
-        _remove_leftovers(out)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-        try:
+        remove_leftovers(out)  # safe: we hold the lock, so no conversion is running
+        with atomic_dir(out) as tmp:  # replaces a folder converted from another source file
             _write_hf_folder(gguf, tmp)
             (tmp / MARKER).write_text(json.dumps(stamp))
-            if out.exists():
-                shutil.rmtree(out)  # converted from a different source file
-            os.replace(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     return out
 
 
@@ -60,12 +52,6 @@ def _complete(out: Path, stamp: dict) -> bool:
         return json.loads((out / MARKER).read_text()) == stamp
     except (OSError, ValueError):
         return False
-
-
-def _remove_leftovers(out: Path) -> None:
-    """Temp folders of conversions that were killed; safe to delete while we hold the lock."""
-    for stale in out.parent.glob(f".{out.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
 
 
 def _write_hf_folder(gguf: Path, dest: Path) -> None:

@@ -8,15 +8,14 @@ which is ignored (and cleaned) later. `resume_from_checkpoint: auto` picks the n
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 from danlu.utils.errors import UsageError
+from danlu.utils.fs import atomic_dir, publish
+
+__all__ = ["atomic_dir", "publish"]  # re-exported: the engine imports them from here
 
 _STEP = re.compile(r"^step-(\d+)$")
 STATE_FILE = "trainer_state.json"
@@ -47,39 +46,6 @@ def resolve_resume(value: str | None, output_dir: str | Path) -> Path | None:
         raise UsageError(f"resume_from_checkpoint: {value} is not a complete checkpoint "
                          f"(no {STATE_FILE})")
     return path
-
-
-@contextlib.contextmanager
-def atomic_dir(dest: Path) -> Iterator[Path]:
-    """Yield a temp folder beside `dest`; on success it becomes `dest` in one rename."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-    try:
-        yield tmp
-        _fsync_tree(tmp)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _fsync_tree(folder: Path) -> None:
-    """Flush file contents before the rename publishes them (a power cut must not publish zeros)."""
-    for path in folder.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-
-
-def publish(staged: Path, dest: Path) -> Path:
-    """Move an already-written folder into place atomically (same filesystem)."""
-    _fsync_tree(staged)
-    if dest.exists():
-        shutil.rmtree(dest)
-    os.replace(staged, dest)
-    return dest
 
 
 def rotate(output_dir: str | Path, keep: int | None) -> list[Path]:

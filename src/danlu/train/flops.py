@@ -96,9 +96,9 @@ def cpu_peak_flops(dtype_name: str, cache_file: Any = None) -> float:
     """Matmul peak for this CPU + thread count + dtype, measured once and cached (JSON)."""
     import torch
 
-    from danlu.utils.envinfo import _cpu_model
+    from danlu.utils.envinfo import cpu_model
 
-    key = f"{_cpu_model()}|{torch.get_num_threads()}|{dtype_name}|{torch.__version__}"
+    key = f"{cpu_model()}|{torch.get_num_threads()}|{dtype_name}|{torch.__version__}"
     cache: dict[str, float] = {}
     if cache_file is not None and cache_file.is_file():
         cache = json.loads(cache_file.read_text())

@@ -38,7 +38,7 @@ def collect() -> dict[str, Any]:
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "cpu": {
-            "model": _cpu_model(),
+            "model": cpu_model(),
             "cores_usable": available_cpus(),
             "torch_threads": torch.get_num_threads(),
             "bf16_instructions": _cpu_bf16(),
@@ -58,7 +58,7 @@ def _version(pkg: str) -> str | None:
         return None
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
