@@ -15,7 +15,7 @@ BAD = {
     "save_total_limit": 0, "eval_steps": 0,
     "prompt_encoder_hidden_size": 0, "adalora_target_r": 0, "adalora_tinit": -1,
     "adalora_tfinal": -1, "adalora_delta_t": 0, "adalora_total_step": 0,
-    "adalora_orth_reg_weight": -1,
+    "adalora_orth_reg_weight": -1, "new_tokens": [" "],
 }
 
 
@@ -41,3 +41,9 @@ def test_qlora_needs_bits():
     with pytest.raises(ConfigError, match="qlora needs quantization_bit"):
         load_config(None, ["method=qlora"])
     assert load_config(None, ["method=qlora", "quantization_bit=4"]).quantization_bit == 4
+
+
+def test_packing_refused_for_prompt_learning():
+    with pytest.raises(ConfigError, match="packing cannot be used with prompt-learning"):
+        load_config(None, ["packing=true", "method=prefix"])
+    assert load_config(None, ["packing=true", "method=lora"]).packing

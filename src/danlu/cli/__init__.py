@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "env": ("env", "hardware and versions report (GPUs, CUDA, topology, RAM)"),
     "config": ("config_cmd", "check a config (and overrides) and print it resolved; list keys"),
     "data": ("data_cmd", "preview the tokenised data: trained spans, token counts, the data report"),
+    "train": ("train", "fine-tune: stage pt|sft, any method; resumable; writes OUTPUT_DIR (DESIGN §5)"),
+    "merge": ("merge", "merge a LoRA adapter into its base model and save full HF weights"),
     "estimate": ("estimate", "per-device memory breakdown of a training or inference setup"),
     "plan": ("plan_cmd", "the fastest configuration that fits your GPUs, and how to launch it"),
     "demo": ("demo", "run the main job end to end on the embedded default model"),

@@ -83,6 +83,13 @@ RULES: list[Rule] = [
         lambda m, q: m != "qlora" or q is not None,
         "qlora needs quantization_bit: 4 or 8",
     ),
+    Rule(
+        ("packing", "method"),
+        lambda p, m: not p or m not in ("prefix", "ptuning_v2", "prompt", "ptuning"),
+        "packing cannot be used with prompt-learning methods (their virtual tokens belong to one "
+        "sample per row)",
+    ),
+    Rule(("new_tokens",), lambda v: all(t.strip() for t in v), "must not contain empty tokens"),
     # output
     Rule(("logging_steps",), lambda v: v >= 1, "must be >= 1"),
     Rule(("save_steps",), lambda v: v >= 1, "must be >= 1"),

@@ -62,6 +62,11 @@ class ModelArgs:
     """Load the base model quantised to 4 or 8 bits (QLoRA)."""
     quantization_type: Literal["nf4", "fp4"] = "nf4"
     """4-bit data type for bitsandbytes quantisation."""
+    new_tokens: list[str] = field(default_factory=list)
+    """Tokens to add to the vocabulary (e.g. Chinese words for a LLaMA tokenizer); embeddings are
+    resized and each new row starts as the mean of the rows of the pieces it used to split into."""
+    new_tokens_file: str | None = None
+    """A UTF-8 file with one new token per line (added after `new_tokens`)."""
 
 
 @section("data")
@@ -129,6 +134,10 @@ class TrainArgs:
     """Recompute activations in the backward pass to save memory."""
     group_by_length: bool = False
     """Batch samples of similar length together to reduce padding."""
+    packing_mask: Literal["auto", "position_ids", "4d"] = "auto"
+    """How packed samples are kept apart: `position_ids` (restarting positions; flash-attention
+    varlen / SDPA, no quadratic mask), `4d` (block-diagonal mask; any model), `auto` = position_ids
+    for models transformers implements natively, 4d for trust_remote_code models."""
     deepspeed: str | None = None
     """DeepSpeed preset name (zero1, zero2, zero2_offload, zero3, zero3_offload, zero3_nvme) or JSON."""
     resume_from_checkpoint: str | None = None

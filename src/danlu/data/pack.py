@@ -72,8 +72,10 @@ class PackCollator:
     dtype: Any = None
     """dtype of the 4D additive mask: the model's compute dtype (float32 when None)."""
 
-    def __call__(self, packs: list[Pack]) -> dict[str, Any]:
+    def __call__(self, packs: list[Pack] | list[dict[str, Any]]) -> dict[str, Any]:
         import torch
+
+        packs = [p if isinstance(p, Pack) else _as_pack(p) for p in packs]
 
         length = padded_length([len(p.input_ids) for p in packs], self.pad_to_multiple_of)
         batch = {
@@ -88,6 +90,45 @@ class PackCollator:
         else:  # transformers only derives packing from position ids when no KV cache is built
             batch["use_cache"] = False
         return batch
+
+
+def _as_pack(row: dict[str, Any]) -> Pack:
+    """A row of `pack_dataset` (labels already shifted-safe) back into a Pack."""
+    return Pack(list(row["input_ids"]), list(row["labels"]), list(row["position_ids"]),
+                list(row["lengths"]))
+
+
+PACK_WINDOW = 20_000
+"""Samples packed together at once: best-fit quality is near its limit well before this, and it
+bounds memory, so millions of samples pack in constant RAM."""
+
+
+def pack_dataset(ds: Any, cutoff_len: int, window: int = PACK_WINDOW) -> Any:
+    """Pack a tokenised `datasets.Dataset` (input_ids, labels) into rows of at most `cutoff_len`.
+
+    The result is written to an Arrow file by `Dataset.from_generator` (memory-mapped, cached by
+    datasets' fingerprint) with columns input_ids, labels, position_ids, lengths and length.
+    """
+    import datasets
+
+    def rows() -> Any:
+        for start in range(0, len(ds), window):
+            chunk = ds[start : start + window]
+            for p in pack_samples(zip(chunk["input_ids"], chunk["labels"], strict=True), cutoff_len):
+                yield {"input_ids": p.input_ids, "labels": p.labels, "position_ids": p.position_ids,
+                       "lengths": p.lengths, "length": len(p.input_ids)}
+
+    return datasets.Dataset.from_generator(rows, keep_in_memory=False)
+
+
+def with_lengths(ds: Any) -> Any:
+    """Add a `length` column (token count) for length-grouped sampling, without decoding rows."""
+    import pyarrow.compute as pc
+
+    if "length" in ds.column_names:
+        return ds
+    lengths = pc.list_value_length(ds.with_format("arrow")["input_ids"]).to_pylist()
+    return ds.add_column("length", lengths)
 
 
 def _fill(row: list[int], length: int, value: int) -> list[int]:

@@ -9,6 +9,7 @@ from typing import Any
 from danlu.config import ModelArgs
 from danlu.models.device import pick_device, pick_dtype
 from danlu.models.resolve import resolve_model
+from danlu.models.vocab import match_vocabulary
 from danlu.utils.errors import UsageError
 from danlu.utils.system import configure_threads
 
@@ -58,11 +59,22 @@ def load_model(args: ModelArgs | None = None, for_training: bool = False) -> Loa
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if not args.device_map and args.quantization_bit is None:
         model.to(device)
-    tokenizer = load_tokenizer(path, args.trust_remote_code)
+    tokenizer = load_tokenizer(_tokenizer_home(path, args.adapter), args.trust_remote_code)
     if args.adapter:
+        match_vocabulary(model, tokenizer)
         model = _attach_adapter(model, args, for_training)
     model.train(for_training)
     return Loaded(model=model, tokenizer=tokenizer, path=path)
+
+
+def _tokenizer_home(path: Path, adapter: str | None) -> Path:
+    """A run's `final/` adapter carries the tokenizer it was trained with (chat template, added
+    tokens): prefer it over the base model's."""
+    if adapter:
+        folder = Path(adapter).expanduser()
+        if (folder / "tokenizer_config.json").is_file():
+            return folder
+    return path
 
 
 def _check_weights_safe(path: Path, allow_pickle: bool) -> None:

@@ -31,19 +31,35 @@ class ThroughputMeter:
     def __post_init__(self) -> None:
         self._window_start = self.clock()
 
+    _window_trained: int = 0
+
     def add(self, tokens: int, trained: int) -> None:
         self.tokens += tokens
         self.trained_tokens += trained
         self._window_tokens += tokens
+        self._window_trained += trained
+
+    def restart(self) -> None:
+        """Start a fresh window (at train begin: model loading is not training time)."""
+        self._window_tokens = self._window_trained = 0
+        self._window_start = self.clock()
 
     def window(self) -> dict[str, float | None]:
-        """tokens/s and MFU since the previous call; starts a new window."""
+        """Rates of this device since the previous call; starts a new window.
+
+        tokens_per_s counts every input token (padding excluded), trained_tokens_per_s only those
+        with a label; tflops and mfu use the model FLOPs of all input tokens (each is computed).
+        """
         now = self.clock()
         elapsed = max(now - self._window_start, 1e-9)
         rate = self._window_tokens / elapsed
-        self._window_tokens, self._window_start = 0, now
-        mfu = rate * self.flops_per_token / self.peak_flops if self.peak_flops else None
-        return {"tokens_per_s": round(rate, 2), "mfu": None if mfu is None else round(mfu, 4)}
+        trained_rate = self._window_trained / elapsed
+        self._window_tokens = self._window_trained = 0
+        self._window_start = now
+        achieved = rate * self.flops_per_token
+        mfu = achieved / self.peak_flops if self.peak_flops else None
+        return {"tokens_per_s": round(rate, 2), "trained_tokens_per_s": round(trained_rate, 2),
+                "tflops": round(achieved / 1e12, 4), "mfu": None if mfu is None else round(mfu, 4)}
 
 
 def memory_gib(device_type: str) -> float:

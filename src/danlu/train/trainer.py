@@ -61,22 +61,38 @@ def _trainer_class() -> type:
             rotate(self.run_dir, self.keep)
             plot_loss(self.metrics.read(), self.run_dir / "loss.png")
 
+        def train(self, *args: Any, **kwargs: Any) -> Any:
+            self.meter.restart()
+            if kwargs.get("resume_from_checkpoint"):  # keep the count cumulative across resumes
+                done = [r["trained_tokens"] for r in self.metrics.read() if "trained_tokens" in r]
+                self.meter.trained_tokens = done[-1] // max(self.args.world_size, 1) if done else 0
+            return super().train(*args, **kwargs)
+
         def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+            if "loss" in logs:  # before super().log: the progress bar and TensorBoard show them too
+                logs.update(self._live())
             super().log(logs, start_time)
             if self.args.should_save and ("loss" in logs or "eval_loss" in logs):
                 self.metrics.write(self._record(logs))
 
+        def _live(self) -> dict[str, float]:
+            rates = self.meter.window()
+            world = max(self.args.world_size, 1)
+            live = {"tokens_per_s": rates["tokens_per_s"] * world,
+                    "tokens_per_s_per_device": rates["tokens_per_s"],
+                    "trained_tokens_per_s": rates["trained_tokens_per_s"] * world,
+                    "tflops": rates["tflops"], "mfu": rates["mfu"],
+                    "trained_tokens": self.meter.trained_tokens * world,
+                    "mem": memory_gib(self.args.device.type)}
+            return {k: v for k, v in live.items() if v is not None}  # TensorBoard takes numbers only
+
         def _record(self, logs: dict[str, float]) -> dict[str, Any]:
             record: dict[str, Any] = {"step": self.state.global_step,
                                       "epoch": round(self.state.epoch or 0.0, 4)}
-            for key in ("loss", "eval_loss", "grad_norm"):
-                if key in logs:
-                    record[key] = logs[key]
-            if "loss" in logs:
-                record["lr"] = logs.get("learning_rate")
-                record.update(self.meter.window())
-                record["trained_tokens"] = self.meter.trained_tokens
-                record["mem"] = memory_gib(self.args.device.type)
+            if "learning_rate" in logs:
+                record["lr"] = logs["learning_rate"]
+            skip = {"learning_rate", "epoch", "total_flos"}
+            record.update({k: v for k, v in logs.items() if k not in skip})
             return record
 
     return DanluTrainer

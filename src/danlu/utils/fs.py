@@ -19,6 +19,7 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
     """
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; the result should look like any mkdir
     try:
         yield tmp
         publish(tmp, dest)
@@ -48,3 +49,9 @@ def remove_leftovers(dest: Path) -> None:
     """Delete temp siblings of `dest` left by killed writers; call only while no writer runs."""
     for stale in dest.parent.glob(f".{dest.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
