@@ -1,7 +1,8 @@
-"""`danlu demo`: the main job end to end on the embedded default model.
+"""`danlu demo`: the main job end to end on the embedded default model, in a few CPU minutes.
 
-Today: load the default model (converting it once) and stream a reply to a fixed prompt.
-Later issues extend it: train a LoRA on examples/data, evaluate before/after, chat with it.
+1. ask the base model who it is (it says SmolLM, made by Hugging Face);
+2. LoRA-fine-tune it on the bundled identity + tea data (examples/demo.yaml);
+3. ask the fine-tuned model the same questions: it now answers as 丹炉助手 / Danlu Assistant.
 """
 
 from __future__ import annotations
@@ -9,34 +10,66 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
-from danlu.config import ModelArgs
+from danlu.config import ModelArgs, load_config
 from danlu.infer.generate import stream_chat
 from danlu.models import load_model
+from danlu.utils.errors import UsageError
 
-PROMPT = "In one sentence, what is fine-tuning a language model?"
+QUESTIONS = ["Who are you?", "你是谁？", "How should I brew green tea?"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="smollm2-135m-instruct", help="model to run")
-    parser.add_argument("--prompt", default=PROMPT, help="the question to ask")
-    parser.add_argument("--max-new-tokens", type=int, default=80)
+    parser.add_argument("--config", default=None,
+                        help="demo run config (default: examples/demo.yaml of the danlu checkout)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="override demo config keys, e.g. max_steps=10 output_dir=runs/x")
+    parser.add_argument("--max-new-tokens", type=int, default=60)
 
 
 def run(args: argparse.Namespace) -> int:
+    from danlu.train.engine import train
+
+    cfg = load_config(_demo_config(args.config), args.overrides)
+    say(f"model {cfg.model}, method {cfg.method}, {len(cfg.data)} data sources, "
+        f"{cfg.max_steps} steps -> {cfg.output_dir}")
+    _ask("before fine-tuning", ModelArgs(model=cfg.model), args.max_new_tokens)
     t0 = time.perf_counter()
-    loaded = load_model(ModelArgs(model=args.model))
-    print(f"[demo] loaded {args.model} from {loaded.path} in {time.perf_counter() - t0:.1f}s")
-    print(f"[demo] user: {args.prompt}\n[demo] assistant: ", end="", flush=True)
-    t1, pieces = time.perf_counter(), 0
-    for piece in stream_chat(
-        loaded.model,
-        loaded.tokenizer,
-        [{"role": "user", "content": args.prompt}],
-        max_new_tokens=args.max_new_tokens,
-    ):
+    result = train(cfg, log=say)
+    say(f"trained {result.global_step} steps in {time.perf_counter() - t0:.0f}s, "
+        f"final loss {result.train_loss:.3f}; metrics in {result.run_dir / 'metrics.jsonl'}")
+    _ask("after fine-tuning", ModelArgs(model=cfg.model, adapter=str(result.final_dir)),
+         args.max_new_tokens)
+    return 0
+
+
+def _demo_config(given: str | None) -> Path:
+    if given:
+        return Path(given)
+    for root in (Path.cwd(), Path(__file__).resolve().parents[3]):
+        candidate = root / "examples" / "demo.yaml"
+        if candidate.is_file():
+            return candidate
+    raise UsageError("demo: examples/demo.yaml not found; run from the danlu checkout or pass --config")
+
+
+def _ask(title: str, model_args: ModelArgs, max_new_tokens: int) -> None:
+    loaded = load_model(model_args)
+    say(f"--- {title} ---")
+    for question in QUESTIONS:
+        _stream(loaded, question, max_new_tokens)
+
+
+def _stream(loaded: Any, question: str, max_new_tokens: int) -> None:
+    sys.stdout.write(f"user: {question}\nassistant: ")
+    for piece in stream_chat(loaded.model, loaded.tokenizer, [{"role": "user", "content": question}],
+                             max_new_tokens=max_new_tokens):
         sys.stdout.write(piece)
         sys.stdout.flush()
-        pieces += 1
-    print(f"\n[demo] streamed {pieces} pieces in {time.perf_counter() - t1:.1f}s")
-    return 0
+    sys.stdout.write("\n")
+
+
+def say(line: str) -> None:
+    print(f"[demo] {line}", flush=True)

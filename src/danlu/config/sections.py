@@ -132,6 +132,10 @@ class TrainArgs:
     """float16 mixed precision with loss scaling."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass to save memory."""
+    auto_batch_size: bool = False
+    """Before loading the model, pick the largest micro-batch (<= per_device_train_batch_size) the
+    memory estimate fits in this device's memory, raising gradient_accumulation_steps to keep
+    the global batch. Off: the estimate only warns."""
     group_by_length: bool = False
     """Batch samples of similar length together to reduce padding."""
     packing_mask: Literal["auto", "position_ids", "4d"] = "auto"

@@ -17,14 +17,16 @@ from danlu.config import Config, save_config
 from danlu.data.collate import Collator
 from danlu.data.pack import PackCollator, pack_dataset, with_lengths
 from danlu.methods import registry
+from danlu.models.device import pick_device
 from danlu.models.load import load_model
 from danlu.models.vocab import extend_vocabulary, read_new_tokens
 from danlu.train.args import training_arguments
 from danlu.train.flops import cpu_peak_flops, flops_model, gpu_peak_flops
+from danlu.train.memcheck import is_oom, oom_message, preflight
 from danlu.train.metrics import ThroughputMeter
 from danlu.train.rundir import prepare_run_dir, save_final
 from danlu.train.trainer import build_trainer
-from danlu.utils.errors import UsageError
+from danlu.utils.errors import RuntimeFailure, UsageError
 from danlu.utils.system import danlu_home
 
 Log = Callable[[str], None]
@@ -37,7 +39,11 @@ class TrainResult:
     global_step: int
     train_loss: float
     trained_tokens: int
+    tokens: int
+    """All input tokens this process trained on (padding excluded; labelled or not)."""
     resumed_from: Path | None
+    runtime_s: float
+    """Seconds inside the training loop (model loading and data preparation excluded)."""
 
 
 def train(cfg: Config, log: Log = print) -> TrainResult:
@@ -48,8 +54,9 @@ def train(cfg: Config, log: Log = print) -> TrainResult:
         raise UsageError("deepspeed: not supported yet in this version (use one device, or DDP via torchrun)")
     run_dir = Path(cfg.output_dir).expanduser()
     resume = prepare_run_dir(run_dir, cfg.resume_from_checkpoint, cfg.overwrite_output_dir)
-    save_config(cfg, run_dir / "config.yaml")
     _seed(cfg.seed)
+    cfg = preflight(cfg, pick_device(cfg.device).type, log)
+    save_config(cfg, run_dir / "config.yaml")  # as run: after auto_batch_size
     loaded = load_model(cfg.section("model"), for_training=True)
     model, tokenizer = loaded.model, loaded.tokenizer
     _add_tokens(cfg, model, tokenizer, log)
@@ -60,12 +67,22 @@ def train(cfg: Config, log: Log = print) -> TrainResult:
     trainer = _trainer(cfg, model, tokenizer, train_ds, eval_ds, run_dir)
     if resume is not None:
         log(f"resume: from {resume}")
-    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    output = _run(trainer, cfg, resume)
     method = registry.get_method(cfg.method)
     final = save_final(model, tokenizer, run_dir, method.is_adapter) if trainer.args.should_save else run_dir / "final"
     log(f"final: {final} (step {trainer.state.global_step}, train loss {output.training_loss:.4f})")
     return TrainResult(run_dir, final, trainer.state.global_step, output.training_loss,
-                       trainer.meter.trained_tokens, resume)
+                       trainer.meter.trained_tokens, trainer.meter.tokens, resume, output.metrics.get("train_runtime", 0.0))
+
+
+def _run(trainer: Any, cfg: Config, resume: Path | None) -> Any:
+    try:
+        return trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    except (RuntimeError, MemoryError) as exc:
+        if isinstance(exc, MemoryError) or is_oom(exc):
+            device = trainer.args.device.type
+            raise RuntimeFailure(oom_message(cfg, device, trainer.state.global_step, exc)) from exc
+        raise
 
 
 def _seed(seed: int) -> None:

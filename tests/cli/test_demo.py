@@ -1,0 +1,25 @@
+"""`danlu demo` runs its whole path (ask, train, ask again) on a tiny model in seconds."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from danlu.cli import main
+
+
+@pytest.mark.slow
+def test_demo_trains_and_asks_before_and_after(tiny_model_dir, tmp_path, capsys):
+    data = tmp_path / "id.jsonl"
+    data.write_text("".join(json.dumps({"instruction": "Who are you?", "input": "",
+                                        "output": f"I am Danlu Assistant {i}."}) + "\n" for i in range(8)))
+    cfg = tmp_path / "demo.yaml"
+    cfg.write_text(f"model: {tiny_model_dir}\ndata: [{data}]\nmax_steps: 2\nsave_steps: 2\n"
+                   f"packing: true\noutput_dir: {tmp_path / 'run'}\nreport_to: none\n")
+    assert main(["demo", "--config", str(cfg), "--max-new-tokens", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "[demo] --- before fine-tuning ---" in out and "[demo] --- after fine-tuning ---" in out
+    assert "[demo] trained 2 steps" in out
+    assert out.count("user: 你是谁？") == 2
+    assert (tmp_path / "run" / "final" / "adapter_model.safetensors").is_file()
