@@ -16,6 +16,7 @@ import torch
 from danlu.cli import main
 from danlu.config import load_config
 from danlu.methods import registry
+from danlu.train.args import training_arguments
 from danlu.train.checkpoint import complete_checkpoints
 from danlu.train.engine import train
 
@@ -223,3 +224,15 @@ def test_new_tokens_start_from_their_pieces_and_travel_with_the_adapter(tiny_mod
     base = load_model(ModelArgs(model=str(tiny_model_dir))).model.get_input_embeddings().weight
     new_id = tok.convert_tokens_to_ids("泡茶")
     assert torch.allclose(emb[new_id], base[pieces].mean(0), atol=0.05)
+
+
+def test_group_by_length_gets_exact_lengths_without_decoding(tiny_model_dir, data_file, tmp_path):
+    from danlu.models import load_tokenizer
+    from danlu.train.engine import _data
+
+    cfg = _cfg(tiny_model_dir, data_file, tmp_path / "r", "group_by_length=true")
+    (tmp_path / "r").mkdir()
+    train_ds, _ = _data(cfg, load_tokenizer(tiny_model_dir), tmp_path / "r", lambda _: None)
+    assert train_ds["length"] == [len(x) for x in train_ds["input_ids"]]
+    args = training_arguments(cfg, tmp_path / "r", "cpu", False)
+    assert args.train_sampling_strategy == "group_by_length"

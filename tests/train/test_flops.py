@@ -53,3 +53,27 @@ def test_cpu_peak_is_measured_once_and_cached(tmp_path, monkeypatch):
     assert cpu_peak_flops("bfloat16", cache) == 1.5e11
     assert cpu_peak_flops("bfloat16", cache) == 1.5e11
     assert calls == ["bfloat16"] and cache.is_file()
+
+
+def test_mfu_arithmetic_by_hand(tiny_model_dir):
+    """The tiny LLaMA (h=64, f=128, 2 layers, 4 heads of 16, 2 kv heads, tied V x h embedding),
+    counted on paper, then LoRA r=4 on q_proj only, at 100 tokens/s against a 1 GFLOP/s peak."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from danlu.train.metrics import ThroughputMeter
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    h, f, layers, vocab = 64, 128, 2, model.config.vocab_size
+    block = h * h + 2 * (h * 32) + h * h + 3 * h * f + 2 * h  # q, k, v (2 kv heads x 16), o, MLP, norms
+    n = vocab * h + layers * block + h  # tied embedding is also the LM head matmul
+    lora = layers * 4 * (h + h)  # A: 4 x 64, B: 64 x 4 per q_proj
+    model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"]))
+    fm = flops_model(model)
+    assert (fm.params, fm.trainable) == (n + lora, lora)
+    per_token = 4 * (n + lora) + 2 * lora + 12 * layers * h * 32
+    assert fm.per_token(32) == per_token
+    clock = iter([0.0, 2.0]).__next__
+    meter = ThroughputMeter(flops_per_token=fm.per_token(32), peak_flops=1e9, clock=clock)
+    meter.add(tokens=200, trained=50)
+    assert meter.window()["mfu"] == round(100 * per_token / 1e9, 4)
