@@ -165,11 +165,11 @@ def llamafactory(args: argparse.Namespace) -> dict | None:
         f"model_name_or_path: {resolve_model('smollm2-135m-instruct')}", "stage: sft", "do_train: true",
         "finetuning_type: lora", f"lora_rank: {LORA['r']}", f"lora_alpha: {LORA['alpha']}",
         "lora_target: all", f"dataset: {','.join(info)}", f"dataset_dir: {dataset_dir}",
-        "template: default", f"cutoff_len: {args.cutoff}", "overwrite_cache: true",
+        "template: smollm2", f"cutoff_len: {args.cutoff}", "overwrite_cache: true",
         f"output_dir: {out}", "overwrite_output_dir: true", "logging_steps: 5", "save_strategy: 'no'",
         f"per_device_train_batch_size: {args.batch}", f"learning_rate: {args.lr}",
         f"max_steps: {args.steps}", "lr_scheduler_type: cosine", "bf16: true", "report_to: none",
-        "include_num_input_tokens_seen: true", "use_cpu: true",
+        "include_num_input_tokens_seen: non_padding", "use_cpu: true",
     ])
     cfg = args.workdir / "llamafactory.yaml"
     cfg.write_text(yaml_text)
@@ -181,7 +181,9 @@ def llamafactory(args: argparse.Namespace) -> dict | None:
     state = json.loads((out / "trainer_state.json").read_text())
     logs = [x for x in state["log_history"] if "loss" in x]
     seen = state.get("num_input_tokens_seen") or logs[-1].get("num_input_tokens_seen", 0)
-    return {"trained_tokens": None, "tokens": seen, "runtime_s": time.perf_counter() - start,
+    runtime = next((x["train_runtime"] for x in state["log_history"] if "train_runtime" in x),
+                   time.perf_counter() - start)
+    return {"trained_tokens": None, "tokens": seen, "runtime_s": runtime,
             "final_loss": logs[-1]["loss"] if logs else None}
 
 
