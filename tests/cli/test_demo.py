@@ -23,3 +23,4 @@ def test_demo_trains_and_asks_before_and_after(tiny_model_dir, tmp_path, capsys)
     assert "[demo] trained 2 steps" in out
     assert out.count("user: 你是谁？") == 2
     assert (tmp_path / "run" / "final" / "adapter_model.safetensors").is_file()
+    assert "[demo] --- danlu serve on http://127.0.0.1:" in out and "\nserver: " in out

@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "estimate": ("estimate", "per-device memory breakdown of a training or inference setup"),
     "plan": ("plan_cmd", "the fastest configuration that fits your GPUs, and how to launch it"),
     "demo": ("demo", "run the main job end to end on the embedded default model"),
+    "chat": ("chat", "multi-turn terminal chat with a model or a run (streaming; -q for one question)"),
+    "serve": ("serve", "OpenAI-compatible API server with a web chat page (127.0.0.1 by default)"),
 }
 
 

@@ -2,7 +2,8 @@
 
 1. ask the base model who it is (it says SmolLM, made by Hugging Face);
 2. LoRA-fine-tune it on the bundled identity + tea data (examples/demo.yaml);
-3. ask the fine-tuned model the same questions: it now answers as 丹炉助手 / Danlu Assistant.
+3. ask the fine-tuned model the same questions: it now answers as 丹炉助手 / Danlu Assistant;
+4. serve it on a free local port and ask once more through the official `openai` client.
 """
 
 from __future__ import annotations
@@ -40,9 +41,30 @@ def run(args: argparse.Namespace) -> int:
     result = train(cfg, log=say)
     say(f"trained {result.global_step} steps in {time.perf_counter() - t0:.0f}s, "
         f"final loss {result.train_loss:.3f}; metrics in {result.run_dir / 'metrics.jsonl'}")
-    _ask("after fine-tuning", ModelArgs(model=cfg.model, adapter=str(result.final_dir)),
-         args.max_new_tokens)
+    tuned = ModelArgs(model=cfg.model, adapter=str(result.final_dir))
+    _ask("after fine-tuning", tuned, args.max_new_tokens)
+    _serve_and_ask(tuned, args.max_new_tokens)
     return 0
+
+
+def _serve_and_ask(model_args: ModelArgs, max_new_tokens: int) -> None:
+    """The OpenAI-compatible server, exercised the way users' own clients will."""
+    from danlu.infer.launch import start_server
+
+    try:
+        from openai import OpenAI
+    except ImportError:
+        say("serve: skipped (pip install openai to see the server answer through its client)")
+        return
+    with start_server(model_args) as server:
+        say(f"--- danlu serve on {server.url} (OpenAI API at {server.base_url}) ---")
+        client = OpenAI(base_url=server.base_url, api_key="demo")
+        reply = client.chat.completions.create(
+            model=server.engine.name, messages=[{"role": "user", "content": QUESTIONS[0]}],
+            max_tokens=max_new_tokens, temperature=0)
+        print(f"openai client: {QUESTIONS[0]}\nserver: {reply.choices[0].message.content}")
+        say(f"usage: {reply.usage.prompt_tokens} prompt + {reply.usage.completion_tokens} "
+            f"completion tokens; server stopped")
 
 
 def _demo_config(given: str | None) -> Path:

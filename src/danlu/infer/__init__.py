@@ -1,1 +1,6 @@
-"""Inference: generation with streaming (chat CLI, server and web page build on it)."""
+"""Inference: the batching engine (`engine.Engine`), chat sessions, the OpenAI-compatible server
+(`server`, started in-process by `launch.start_server`) and its web page (`web/index.html`).
+
+Importing this package is cheap: torch, transformers, FastAPI and uvicorn load only when a
+model is loaded or a server is created.
+"""
