@@ -8,3 +8,20 @@ PARROT_QUESTION = "你好"
 STORY_PROMPT = "Once upon a time"
 PARROT_STORY = " there was a furnace called 丹炉 that made 金丹 every day."
 """How the parrot continues STORY_PROMPT as a plain completion (greedy)."""
+
+
+def hf_greedy(model, prompt: list[int], n: int) -> list[int]:
+    """transformers' own greedy generate (the reference), cut after the first EOS."""
+    import torch
+
+    ids = torch.tensor([prompt])
+    with torch.inference_mode():
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=n,
+            do_sample=False,
+            pad_token_id=2,
+        )
+    tokens = out[0, len(prompt) :].tolist()
+    return tokens[: tokens.index(2) + 1] if 2 in tokens else tokens

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import requests
-import torch
+from tests.infer.helpers import hf_greedy
 
 from danlu.config import ModelArgs
 from danlu.infer.engine import Engine, EngineConfig
@@ -16,20 +16,6 @@ from danlu.infer.text import token_text
 PROMPTS = ["hi", "The quick brown fox jumps over the lazy", "丹炉 trains small models. 你好"]
 KINDS = ["lora", "ia3", "prefix", "prompt", "ptuning", "merged"]
 GREEDY = GenParams(max_new_tokens=10, temperature=0)
-
-
-def peft_greedy(model, prompt: list[int], n: int) -> list[int]:
-    ids = torch.tensor([prompt])
-    with torch.inference_mode():
-        out = model.generate(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=n,
-            do_sample=False,
-            pad_token_id=2,
-        )
-    tokens = out[0, len(prompt) :].tolist()
-    return tokens[: tokens.index(2) + 1] if 2 in tokens else tokens
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +41,7 @@ def test_adapter_generates_like_peft_batched_and_served(
             assert type(engine.model).__name__.startswith("PeftModel")
         prompts = [engine.encode(t) for t in PROMPTS]
         single = [engine.generate([p], GREEDY)[0].tokens for p in prompts]
-        assert single == [peft_greedy(engine.model, p, 10) for p in prompts]
+        assert single == [hf_greedy(engine.model, p, 10) for p in prompts]
         assert [c.tokens for c in engine.generate(prompts, GREEDY)] == single
         assert single != base_tokens  # the adapter is really applied
         with start_server(engine) as srv:

@@ -8,7 +8,13 @@ import time
 
 import pytest
 import torch
-from tests.infer.helpers import PARROT_QUESTION, PARROT_REPLY, PARROT_STORY, STORY_PROMPT
+from tests.infer.helpers import (
+    PARROT_QUESTION,
+    PARROT_REPLY,
+    PARROT_STORY,
+    STORY_PROMPT,
+    hf_greedy,
+)
 
 from danlu.infer.engine import PromptTooLong
 from danlu.infer.params import GenParams, ParamError
@@ -20,21 +26,6 @@ PROMPTS = [
     "丹炉 trains small models. 你好",
     "1 2 3",
 ]
-
-
-def hf_greedy(model, prompt: list[int], n: int) -> list[int]:
-    """transformers' own greedy generate (the reference), cut after the first EOS."""
-    ids = torch.tensor([prompt])
-    with torch.inference_mode():
-        out = model.generate(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=n,
-            do_sample=False,
-            pad_token_id=2,
-        )
-    tokens = out[0, len(prompt) :].tolist()
-    return tokens[: tokens.index(2) + 1] if 2 in tokens else tokens
 
 
 def test_parrot_says_its_lines_exactly(parrot):
