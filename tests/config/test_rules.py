@@ -16,6 +16,10 @@ BAD = {
     "prompt_encoder_hidden_size": 0, "adalora_target_r": 0, "adalora_tinit": -1,
     "adalora_tfinal": -1, "adalora_delta_t": 0, "adalora_total_step": 0,
     "adalora_orth_reg_weight": -1, "new_tokens": [" "],
+    # eval
+    "eval_task": ["bleu"], "eval_data": [{"path": "a.json", "max_samples": 0}],
+    "eval_models": [{"path": "a", "name": "x"}, {"path": "b", "name": "x"}], "n_shot": -1,
+    "eval_max_samples": 0, "eval_max_new_tokens": 0, "eval_temperature": 0, "eval_top_p": 0,
 }
 
 

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("data_cmd", "preview the tokenised data: trained spans, token counts, the data report"),
     "train": ("train", "fine-tune: stage pt|sft, any method; resumable; writes OUTPUT_DIR (DESIGN §5)"),
     "merge": ("merge", "merge a LoRA adapter into its base model and save full HF weights"),
+    "eval": ("eval_cmd", "evaluate models: BLEU/ROUGE on generations, multiple choice, perplexity; compare"),
     "estimate": ("estimate", "per-device memory breakdown of a training or inference setup"),
     "plan": ("plan_cmd", "the fastest configuration that fits your GPUs, and how to launch it"),
     "demo": ("demo", "run the main job end to end on the embedded default model"),

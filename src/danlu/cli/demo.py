@@ -3,7 +3,9 @@
 1. ask the base model who it is (it says SmolLM, made by Hugging Face);
 2. LoRA-fine-tune it on the bundled identity + tea data (examples/demo.yaml);
 3. ask the fine-tuned model the same questions: it now answers as 丹炉助手 / Danlu Assistant;
-4. serve it on a free local port and ask once more through the official `openai` client.
+4. evaluate base vs fine-tuned on the held-out identity + tea questions (BLEU-4, ROUGE,
+   perplexity), written as a before/after report;
+5. serve it on a free local port and ask once more through the official `openai` client.
 """
 
 from __future__ import annotations
@@ -43,8 +45,24 @@ def run(args: argparse.Namespace) -> int:
         f"final loss {result.train_loss:.3f}; metrics in {result.run_dir / 'metrics.jsonl'}")
     tuned = ModelArgs(model=cfg.model, adapter=str(result.final_dir))
     _ask("after fine-tuning", tuned, args.max_new_tokens)
+    _report(cfg, result.final_dir, args.max_new_tokens)
     _serve_and_ask(tuned, args.max_new_tokens)
     return 0
+
+
+def _report(cfg: Any, adapter: Path, max_new_tokens: int) -> None:
+    """Before/after on data the run never saw: the `*_eval.jsonl` beside each training file."""
+    from danlu.eval import compare
+
+    held_out = [str(p) for src in cfg.data
+                if (p := Path(src.path).with_name(Path(src.path).stem + "_eval.jsonl")).is_file()]
+    if not held_out:
+        say("eval: no held-out files (NAME_eval.jsonl beside the data) found; report skipped")
+        return
+    out = Path(cfg.output_dir) / "eval"
+    say(f"--- before/after on {', '.join(held_out)} -> {out}/report.md ---")
+    compare({"fine-tuned": str(adapter)}, held_out, model=cfg.model, output_dir=str(out),
+            settings={"eval_max_new_tokens": max_new_tokens}, log=print, quiet=True)
 
 
 def _serve_and_ask(model_args: ModelArgs, max_new_tokens: int) -> None:

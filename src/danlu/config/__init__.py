@@ -1,5 +1,6 @@
 """Typed, flat, validated run configuration (DESIGN §2)."""
 
+from danlu.config import eval_args as _eval_args  # noqa: F401  (registers the eval section, last)
 from danlu.config import methods as _methods  # noqa: F401  (registers the method sections)
 from danlu.config import sections as _sections  # noqa: F401  (registers the core sections)
 from danlu.config.load import Config, dump_config, load_config, save_config
