@@ -66,7 +66,10 @@ def measure(mode: str, data: str, workers: int, home: str) -> tuple[float, float
     """(seconds, peak RSS MiB of the process tree, output) of one subprocess run."""
     cmd = [sys.executable, __file__, "--child", mode, "--data", data, "--workers", str(workers), "--home", home]
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Output goes to a file: a pipe nobody drains while we poll fills up (64 KiB of progress
+    # bars) and blocks the child forever.
+    log = tempfile.TemporaryFile("w+")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
     root, peak = psutil.Process(proc.pid), 0
     while proc.poll() is None:
         try:
@@ -75,7 +78,9 @@ def measure(mode: str, data: str, workers: int, home: str) -> tuple[float, float
         except psutil.Error:
             pass
         time.sleep(0.1)
-    out = proc.stdout.read()
+    log.seek(0)
+    out = log.read()
+    log.close()
     if proc.returncode:
         raise SystemExit(f"{mode} failed:\n{out}")
     return time.perf_counter() - start, peak / 2**20, out

@@ -145,7 +145,10 @@ def llamafactory(args: argparse.Namespace) -> dict | None:
     cli = venv / "bin" / "llamafactory-cli"
     if not cli.exists():
         print(f"peer llamafactory: {cli} not found. Install it apart from danlu:\n"
-              f"  python -m venv {venv} && {venv}/bin/pip install torch==2.13.0 llamafactory==0.9.5",
+              f"  python -m venv {venv} && {venv}/bin/pip install torch==2.13.0 llamafactory==0.9.5\n"
+              f"  {venv}/bin/pip uninstall -y torchvision   # PyPI's build fails beside torch 2.13 CPU\n"
+              f"  and an empty `torchaudio` package in its site-packages: LLaMA-Factory imports it at\n"
+              f"  load time for audio, and no torchaudio wheel matches torch 2.13 (text SFT never uses it)",
               file=sys.stderr)
         return None
     from danlu.models import resolve_model
