@@ -129,6 +129,7 @@ def danlu_run(args: argparse.Namespace, best: bool) -> dict:
         f"per_device_train_batch_size={args.batch}", f"cutoff_len={args.cutoff}",
         f"save_steps={args.steps}", "logging_steps=5", "report_to=none", f"seed={args.seed}",
         f"packing={str(best).lower()}", f"bf16={str(best).lower()}",
+        *(args.danlu_set if best else []),
     ])
     result = train(cfg, log=lambda _: None)
     lines = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -209,7 +210,7 @@ def child(args: argparse.Namespace) -> None:
 def run_child(name: str, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--child", name, "--steps", str(args.steps), "--batch",
            str(args.batch), "--cutoff", str(args.cutoff), "--lr", str(args.lr), "--workdir",
-           str(args.workdir), "--seed", str(args.seed)]
+           str(args.workdir), "--seed", str(args.seed), "--danlu-set", *args.danlu_set]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
     found = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
     if proc.returncode != 0 or not found:
@@ -237,6 +238,8 @@ def main() -> None:
     p.add_argument("--workdir", type=Path, default=Path("/tmp/danlu-bench-train"))
     p.add_argument("--only", nargs="*", default=list(CHILDREN), choices=list(CHILDREN))
     p.add_argument("--peer", choices=["llamafactory"], default=None)
+    p.add_argument("--danlu-set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="extra danlu config overrides for the `danlu` run (explore settings)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:

@@ -57,7 +57,7 @@ def train(cfg: Config, log: Log = print) -> TrainResult:
     _seed(cfg.seed)
     cfg = preflight(cfg, pick_device(cfg.device).type, log)
     save_config(cfg, run_dir / "config.yaml")  # as run: after auto_batch_size
-    loaded = load_model(cfg.section("model"), for_training=True)
+    loaded = load_model(_model_args(cfg), for_training=True)
     model, tokenizer = loaded.model, loaded.tokenizer
     _add_tokens(cfg, model, tokenizer, log)
     train_ds, eval_ds = _data(cfg, tokenizer, run_dir, log)
@@ -73,6 +73,20 @@ def train(cfg: Config, log: Log = print) -> TrainResult:
     log(f"final: {final} (step {trainer.state.global_step}, train loss {output.training_loss:.4f})")
     return TrainResult(run_dir, final, trainer.state.global_step, output.training_loss,
                        trainer.meter.trained_tokens, trainer.meter.tokens, resume, output.metrics.get("train_runtime", 0.0))
+
+
+def _model_args(cfg: Config) -> Any:
+    """ModelArgs for training. With bf16 and an adapter method, the frozen base is loaded in
+    bfloat16 (as LLaMA-Factory does): autocast would otherwise re-cast every fp32 weight to bf16
+    in every forward, and the fp32 copy doubles weight memory. Adapters stay fp32 (peft upcasts
+    them) and full/freeze training keeps fp32 weights for the optimizer."""
+    import dataclasses
+
+    args = cfg.section("model")
+    adapter = registry.get_method(cfg.method).is_adapter and cfg.method != "qlora"
+    if args.model_dtype == "auto" and cfg.bf16 and adapter:
+        return dataclasses.replace(args, model_dtype="bfloat16")
+    return args
 
 
 def _run(trainer: Any, cfg: Config, resume: Path | None) -> Any:
