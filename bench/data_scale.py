@@ -26,12 +26,28 @@ import psutil
 
 
 def generate(path: Path, n: int) -> None:
-    words = ["furnace", "elixir", "model", "data", "token", "train", "answer", "question", "tea", "leaf", "water", "steep"]
+    words = [
+        "furnace",
+        "elixir",
+        "model",
+        "data",
+        "token",
+        "train",
+        "answer",
+        "question",
+        "tea",
+        "leaf",
+        "water",
+        "steep",
+    ]
     with path.open("w", encoding="utf-8") as f:
         for i in range(n):
             q = " ".join(words[(i * k) % len(words)] for k in range(1, 8 + i % 9))
             a = " ".join(words[(i + k) % len(words)] for k in range(12 + i % 20))
-            f.write(json.dumps({"instruction": f"{q}?", "input": "" if i % 3 else "丹炉", "output": a}) + "\n")
+            f.write(
+                json.dumps({"instruction": f"{q}?", "input": "" if i % 3 else "丹炉", "output": a})
+                + "\n"
+            )
 
 
 def run_danlu(data: str, workers: int, home: str) -> int:
@@ -64,32 +80,49 @@ def run_baseline(data: str, workers: int, home: str) -> int:
 
 def measure(mode: str, data: str, workers: int, home: str) -> tuple[float, float, str]:
     """(seconds, peak RSS MiB of the process tree, output) of one subprocess run."""
-    cmd = [sys.executable, __file__, "--child", mode, "--data", data, "--workers", str(workers), "--home", home]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        mode,
+        "--data",
+        data,
+        "--workers",
+        str(workers),
+        "--home",
+        home,
+    ]
     start = time.perf_counter()
     # Output goes to a file: a pipe nobody drains while we poll fills up (64 KiB of progress
     # bars) and blocks the child forever.
-    log = tempfile.TemporaryFile("w+")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
-    root, peak = psutil.Process(proc.pid), 0
-    while proc.poll() is None:
-        try:
-            procs = [root, *root.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in procs if p.is_running()))
-        except psutil.Error:
-            pass
-        time.sleep(0.1)
-    log.seek(0)
-    out = log.read()
-    log.close()
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
+        root, peak = psutil.Process(proc.pid), 0
+        while proc.poll() is None:
+            try:
+                procs = [root, *root.children(recursive=True)]
+                peak = max(peak, sum(p.memory_info().rss for p in procs if p.is_running()))
+            except psutil.Error:
+                pass
+            time.sleep(0.1)
+        log.seek(0)
+        out = log.read()
     if proc.returncode:
         raise SystemExit(f"{mode} failed:\n{out}")
     return time.perf_counter() - start, peak / 2**20, out
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--workers", type=int, default=0, help="0 = usable cores")
+    ap.add_argument(
+        "--runs",
+        default="danlu,baseline",
+        help="which sides to run: danlu (cold + warm), baseline, or both",
+    )
     ap.add_argument("--child", choices=["danlu", "baseline"])
     ap.add_argument("--data")
     ap.add_argument("--home")
@@ -111,10 +144,16 @@ def main() -> None:
         results = {}
         for name, mode, home in (("danlu cold", "danlu", f"{tmp}/home"), ("danlu warm", "danlu", f"{tmp}/home"),
                                  ("baseline", "baseline", f"{tmp}/hf")):  # fmt: skip
+            if mode not in a.runs.split(","):
+                continue
             secs, rss, out = measure(mode, str(data), workers, home)
             results[name] = (secs, rss)
             hit = "  (cache hit)" if "reused from the cache" in out else ""
-            print(f"{name:11s} {secs:8.1f} s  {a.records / secs:10.0f} records/s  peak RSS {rss:7.0f} MiB{hit}")
+            print(
+                f"{name:11s} {secs:8.1f} s  {a.records / secs:10.0f} records/s  peak RSS {rss:7.0f} MiB{hit}"
+            )
+        if "danlu cold" not in results or "baseline" not in results:
+            return
         (d_s, d_rss), (b_s, b_rss) = results["danlu cold"], results["baseline"]
         print(f"ratio danlu cold / baseline: speed {b_s / d_s:.2f}x, peak RSS {d_rss / b_rss:.2f}x")
 

@@ -27,8 +27,15 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
-TINY = {"hidden": 256, "layers": 4, "heads": 4, "kv_heads": 2, "intermediate": 688,
-        "vocab": 49152, "tie_embeddings": True}
+TINY = {
+    "hidden": 256,
+    "layers": 4,
+    "heads": 4,
+    "kv_heads": 2,
+    "intermediate": 688,
+    "vocab": 49152,
+    "tie_embeddings": True,
+}
 
 
 @dataclass(frozen=True)
@@ -73,9 +80,19 @@ def arch_for(model: str):
 def setup_for(p: Point, device: str):
     from danlu.plan.setup import Setup
 
-    return Setup(method=p.method, weights=p.dtype, master_weights=False, device=device,
-                 micro_batch=p.batch, seq_len=p.seq, grad_ckpt=p.gc, lora_rank=8,
-                 pre_seq_len=PRE_SEQ_LEN, freeze_layers=2, overhead=0.0)
+    return Setup(
+        method=p.method,
+        weights=p.dtype,
+        master_weights=False,
+        device=device,
+        micro_batch=p.batch,
+        seq_len=p.seq,
+        grad_ckpt=p.gc,
+        lora_rank=8,
+        pre_seq_len=PRE_SEQ_LEN,
+        freeze_layers=2,
+        overhead=0.0,
+    )
 
 
 def estimate_bytes(p: Point, device: str) -> float:
@@ -103,10 +120,17 @@ def _build(p: Point, torch):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     a = arch_for(p.model)
-    cfg = LlamaConfig(vocab_size=a.vocab, hidden_size=a.hidden, intermediate_size=a.intermediate,
-                      num_hidden_layers=a.layers, num_attention_heads=a.heads,
-                      num_key_value_heads=a.kv_heads, tie_word_embeddings=a.tie_embeddings,
-                      max_position_embeddings=4096, use_cache=False)
+    cfg = LlamaConfig(
+        vocab_size=a.vocab,
+        hidden_size=a.hidden,
+        intermediate_size=a.intermediate,
+        num_hidden_layers=a.layers,
+        num_attention_heads=a.heads,
+        num_key_value_heads=a.kv_heads,
+        tie_word_embeddings=a.tie_embeddings,
+        max_position_embeddings=4096,
+        use_cache=False,
+    )
     dtype = torch.bfloat16 if p.dtype == "bf16" else torch.float32
     return LlamaForCausalLM._from_config(cfg, dtype=dtype)
 
@@ -121,7 +145,9 @@ def _apply_method(model, p: Point):
             for param in layer.parameters():
                 param.requires_grad_(True)
     elif p.method == "lora":
-        cfg = peft.LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM")
+        cfg = peft.LoraConfig(
+            r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM"
+        )
         model = peft.get_peft_model(model, cfg)
     elif p.method == "prefix":
         cfg = peft.PrefixTuningConfig(num_virtual_tokens=PRE_SEQ_LEN, task_type="CAUSAL_LM")
@@ -147,16 +173,24 @@ def child(p: Point, steps: int = 2) -> dict:
         model.cuda()
     params = [x for x in model.parameters() if x.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5)
-    ids = torch.randint(0, arch_for(p.model).vocab, (p.batch, p.seq), device="cuda" if cuda else "cpu")
+    ids = torch.randint(
+        0, arch_for(p.model).vocab, (p.batch, p.seq), device="cuda" if cuda else "cpu"
+    )
     t0 = time.perf_counter()
     for _ in range(steps):
-        loss = model(input_ids=ids, labels=ids, use_cache=False).loss  # outputs dropped, as in Trainer
+        loss = model(
+            input_ids=ids, labels=ids, use_cache=False
+        ).loss  # outputs dropped, as in Trainer
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
     measured = torch.cuda.max_memory_allocated() if cuda else _peak_rss() - base
-    return {"measured": measured, "device": "cuda" if cuda else "cpu",
-            "seconds": time.perf_counter() - t0, "trainable": sum(x.numel() for x in params)}
+    return {
+        "measured": measured,
+        "device": "cuda" if cuda else "cpu",
+        "seconds": time.perf_counter() - t0,
+        "trainable": sum(x.numel() for x in params),
+    }
 
 
 # ----------------------------------------------------------------------------- parent side
@@ -166,21 +200,32 @@ def run_point(p: Point, default_malloc: bool) -> dict:
     env = dict(os.environ)
     if not default_malloc:
         env["MALLOC_MMAP_THRESHOLD_"] = "65536"
-    out = subprocess.run([sys.executable, __file__, "--child", json.dumps(asdict(p))],
-                         env=env, capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(asdict(p))],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if out.returncode != 0:
         return {"error": (out.stderr.strip().splitlines() or ["?"])[-1]}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def label(p: Point) -> str:
-    return f"{p.model:8} {p.method:6} {p.dtype:4} b{p.batch:<2} s{p.seq:<4} {'gc' if p.gc else '--'}"
+    return (
+        f"{p.model:8} {p.method:6} {p.dtype:4} b{p.batch:<2} s{p.seq:<4} {'gc' if p.gc else '--'}"
+    )
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true", help="4 points instead of the grid")
-    ap.add_argument("--default-malloc", action="store_true", help="leave glibc's mmap threshold alone")
+    ap.add_argument(
+        "--default-malloc", action="store_true", help="leave glibc's mmap threshold alone"
+    )
     ap.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -188,7 +233,9 @@ def main() -> int:
         print(json.dumps(child(Point(**json.loads(args.child)))))
         return 0
     rows, worst = [], 0.0
-    print(f"{'model    method dtyp batch seq  gc':40} {'estimate':>9} {'measured':>9} {'error':>7}  s")
+    print(
+        f"{'model    method dtyp batch seq  gc':40} {'estimate':>9} {'measured':>9} {'error':>7}  s"
+    )
     for p in QUICK if args.quick else GRID:
         r = run_point(p, args.default_malloc)
         if "error" in r:
@@ -198,8 +245,10 @@ def main() -> int:
         err = est / r["measured"] - 1
         worst = max(worst, abs(err))
         rows.append({**asdict(p), **r, "estimate": est, "error": err})
-        print(f"{label(p):40} {est / 2**20:8.0f}M {r['measured'] / 2**20:8.0f}M {err:+7.1%} {r['seconds']:4.0f}",
-              flush=True)
+        print(
+            f"{label(p):40} {est / 2**20:8.0f}M {r['measured'] / 2**20:8.0f}M {err:+7.1%} {r['seconds']:4.0f}",
+            flush=True,
+        )
     print(f"worst |error|: {worst:.1%} over {len(rows)} rows (MiB; estimate/measured - 1)")
     if args.json:
         with open(args.json, "w") as f:

@@ -36,17 +36,25 @@ def tokenizer(smollm_dir: Path):
     return load_tokenizer(smollm_dir)
 
 
-def build_tiny_model(dest: Path, tokenizer, layers: int = 2, hidden: int = 64, seed: int = 0) -> Path:
+def build_tiny_model(
+    dest: Path, tokenizer, layers: int = 2, hidden: int = 64, seed: int = 0
+) -> Path:
     """Save a random LLaMA (real tokenizer + chat template) to `dest`; return `dest`."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2,
-        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=2048, tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
     LlamaForCausalLM(config).save_pretrained(dest, safe_serialization=True)

@@ -73,12 +73,14 @@ def test_env_table(capsys):
 
 
 def test_console_script_and_module_entry():
-    out = subprocess.run([sys.executable, "-m", "danlu", "--version"], capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "danlu", "--version"], capture_output=True, text=True, check=True
+    )
     assert out.stdout.startswith("danlu ")
 
 
 def test_unknown_command_exits_2():
-    res = subprocess.run([sys.executable, "-m", "danlu", "frobnicate"], capture_output=True,
-                         text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "danlu", "frobnicate"], capture_output=True, text=True
+    )
     assert res.returncode == 2

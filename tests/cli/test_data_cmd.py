@@ -19,8 +19,10 @@ def cache_dir(tmp_path, monkeypatch):
 def config(tmp_path, smollm_dir):
     data = tmp_path / "d.jsonl"
     data.write_text(
-        json.dumps({"instruction": "你是谁？", "output": "我是丹炉助手。"}, ensure_ascii=False) + "\n"
-        + json.dumps({"instruction": "hi", "output": "", "input": "x"}) + "\n",
+        json.dumps({"instruction": "你是谁？", "output": "我是丹炉助手。"}, ensure_ascii=False)
+        + "\n"
+        + json.dumps({"instruction": "hi", "output": "", "input": "x"})
+        + "\n",
         encoding="utf-8",
     )
     cfg = tmp_path / "c.yaml"
@@ -33,8 +35,13 @@ def test_preview_plain_marks_the_answer(config, capsys):
     assert main(["data", "preview", str(cfg), "on_bad_record=skip", "--n", "1"]) == 0
     out = capsys.readouterr().out
     assert f"--- sample 1  {data}:1  " in out
-    assert "<|im_start|>user\n你是谁？<|im_end|>\n<|im_start|>assistant\n[[我是丹炉助手。<|im_end|>]]" in out
-    assert "1 kept, 0 truncated, 0 dropped, 1 bad records skipped (empty assistant content: 1)" in out
+    assert (
+        "<|im_start|>user\n你是谁？<|im_end|>\n<|im_start|>assistant\n[[我是丹炉助手。<|im_end|>]]"
+        in out
+    )
+    assert (
+        "1 kept, 0 truncated, 0 dropped, 1 bad records skipped (empty assistant content: 1)" in out
+    )
     assert "lengths: min " in out and "mix (train): " in out
 
 

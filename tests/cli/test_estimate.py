@@ -10,16 +10,34 @@ from danlu.cli import main
 from danlu.plan import load_arch
 
 TINY_CONFIG = {
-    "model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-    "num_key_value_heads": 2, "intermediate_size": 128, "vocab_size": 1000,
-    "tie_word_embeddings": True, "max_position_embeddings": 512,
+    "model_type": "llama",
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "intermediate_size": 128,
+    "vocab_size": 1000,
+    "tie_word_embeddings": True,
+    "max_position_embeddings": 512,
 }
 
 
 def test_estimate_json_from_a_config_json_folder(tmp_path, capsys):
     (tmp_path / "config.json").write_text(json.dumps(TINY_CONFIG))
-    rc = main(["estimate", "--model", str(tmp_path), "--method", "full", "--device", "cpu",
-               "--seq", "10", "--json"])
+    rc = main(
+        [
+            "estimate",
+            "--model",
+            str(tmp_path),
+            "--method",
+            "full",
+            "--device",
+            "cpu",
+            "--seq",
+            "10",
+            "--json",
+        ]
+    )
     out = json.loads(capsys.readouterr().out)
     assert rc == 0
     assert out["params"] == out["trainable"] == 138_048
@@ -28,22 +46,52 @@ def test_estimate_json_from_a_config_json_folder(tmp_path, capsys):
 
 
 def test_estimate_table_names_every_component(capsys):
-    assert main(["estimate", "--model", "llama2-7b", "--method", "full", "--zero", "3",
-                 "--world", "8", "--gc"]) == 0
+    assert (
+        main(
+            [
+                "estimate",
+                "--model",
+                "llama2-7b",
+                "--method",
+                "full",
+                "--zero",
+                "3",
+                "--world",
+                "8",
+                "--gc",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
-    for label in ("weights", "gradients", "optimizer states", "fp32 master weights",
-                  "activations", "logits + loss", "ZeRO-3 gathered blocks", "peak", "host RAM"):
+    for label in (
+        "weights",
+        "gradients",
+        "optimizer states",
+        "fp32 master weights",
+        "activations",
+        "logits + loss",
+        "ZeRO-3 gathered blocks",
+        "peak",
+        "host RAM",
+    ):
         assert label in out
 
 
 def test_estimate_from_a_run_config(tmp_path, capsys):
     cfg = tmp_path / "run.yaml"
-    cfg.write_text("model: qwen2.5-0.5b\nmethod: lora\nlora_rank: 16\ncutoff_len: 256\n"
-                   "per_device_train_batch_size: 2\ndeepspeed: zero2\n")
+    cfg.write_text(
+        "model: qwen2.5-0.5b\nmethod: lora\nlora_rank: 16\ncutoff_len: 256\n"
+        "per_device_train_batch_size: 2\ndeepspeed: zero2\n"
+    )
     assert main(["estimate", "--config", str(cfg), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["model"] == "qwen2.5-0.5b"
-    assert (out["setup"]["lora_rank"], out["setup"]["seq_len"], out["setup"]["zero"]) == (16, 256, 2)
+    assert (out["setup"]["lora_rank"], out["setup"]["seq_len"], out["setup"]["zero"]) == (
+        16,
+        256,
+        2,
+    )
 
 
 def test_unknown_model_is_a_one_line_usage_error(capsys):
@@ -73,8 +121,22 @@ def test_plan_bad_gpus_is_usage_error(capsys):
 
 
 def test_plan_nothing_fits_exits_1(capsys):
-    assert main(["plan", "--model", "llama-65b", "--method", "full", "--gpus", "1x24GB",
-                 "--host-ram-gb", "64"]) == 1
+    assert (
+        main(
+            [
+                "plan",
+                "--model",
+                "llama-65b",
+                "--method",
+                "full",
+                "--gpus",
+                "1x24GB",
+                "--host-ram-gb",
+                "64",
+            ]
+        )
+        == 1
+    )
     assert "nothing fits: needs" in capsys.readouterr().out
 
 
@@ -86,6 +148,20 @@ def test_gguf_metadata_matches_the_table():
     except Exception as e:
         pytest.skip(f"embedded GGUF not installed: {e}")
     arch, known = load_arch(str(path)), load_arch("smollm2-135m")
-    assert (arch.hidden, arch.layers, arch.heads, arch.kv_heads, arch.intermediate, arch.vocab,
-            arch.tie_embeddings) == (known.hidden, known.layers, known.heads, known.kv_heads,
-                                     known.intermediate, known.vocab, known.tie_embeddings)
+    assert (
+        arch.hidden,
+        arch.layers,
+        arch.heads,
+        arch.kv_heads,
+        arch.intermediate,
+        arch.vocab,
+        arch.tie_embeddings,
+    ) == (
+        known.hidden,
+        known.layers,
+        known.heads,
+        known.kv_heads,
+        known.intermediate,
+        known.vocab,
+        known.tie_embeddings,
+    )

@@ -100,12 +100,17 @@ def test_override_without_equals():
 
 def test_unknown_override_key():
     msg = error_of(None, ["learnin_rate=1"])
-    assert msg == "override 'learnin_rate=1': unknown key 'learnin_rate' (did you mean 'learning_rate'?)"
+    assert (
+        msg
+        == "override 'learnin_rate=1': unknown key 'learnin_rate' (did you mean 'learning_rate'?)"
+    )
 
 
 def test_bad_data_entry_key(tmp_path):
     path = write(tmp_path, "data:\n  - path: a.json\n    colums: {}\n")
-    assert error_of(path) == f"{path}: unknown key 'data[0].colums' (did you mean 'data[0].columns'?)"
+    assert (
+        error_of(path) == f"{path}: unknown key 'data[0].colums' (did you mean 'data[0].columns'?)"
+    )
 
 
 def test_data_entry_needs_path(tmp_path):
@@ -126,8 +131,16 @@ def test_yaml_not_a_mapping(tmp_path):
 
 def test_overrides_win_and_parse_types(tmp_path):
     path = write(tmp_path, DESIGN_EXAMPLE)
-    cfg = load_config(path, ["lora_rank=16", "bf16=true", "lora_target=q_proj,v_proj",
-                             "learning_rate=2e-5", "data=x.jsonl"])
+    cfg = load_config(
+        path,
+        [
+            "lora_rank=16",
+            "bf16=true",
+            "lora_target=q_proj,v_proj",
+            "learning_rate=2e-5",
+            "data=x.jsonl",
+        ],
+    )
     assert cfg.lora_rank == 16 and cfg.bf16 is True
     assert cfg.lora_target == ["q_proj", "v_proj"]
     assert cfg.learning_rate == pytest.approx(2e-5)

@@ -6,27 +6,57 @@ from danlu.config import ConfigError, load_config
 from danlu.config.rules import RULES
 
 BAD = {
-    "threads": -1, "cutoff_len": 1, "max_source_len": 0, "max_target_len": 0, "val_size": 1.5,
-    "preprocessing_num_workers": -1, "lora_rank": 0, "lora_alpha": 0, "lora_dropout": 1.0,
-    "lora_target": [], "pre_seq_len": 0, "learning_rate": 0, "num_train_epochs": 0,
-    "max_steps": 0, "per_device_train_batch_size": 0, "per_device_eval_batch_size": 0,
-    "gradient_accumulation_steps": 0, "warmup_ratio": 1.0, "warmup_steps": -1,
-    "weight_decay": -1, "max_grad_norm": -1, "logging_steps": 0, "save_steps": 0,
-    "save_total_limit": 0, "eval_steps": 0,
-    "prompt_encoder_hidden_size": 0, "adalora_target_r": 0, "adalora_tinit": -1,
-    "adalora_tfinal": -1, "adalora_delta_t": 0, "adalora_total_step": 0,
-    "adalora_orth_reg_weight": -1, "new_tokens": [" "],
+    "threads": -1,
+    "cutoff_len": 1,
+    "max_source_len": 0,
+    "max_target_len": 0,
+    "val_size": 1.5,
+    "preprocessing_num_workers": -1,
+    "lora_rank": 0,
+    "lora_alpha": 0,
+    "lora_dropout": 1.0,
+    "lora_target": [],
+    "pre_seq_len": 0,
+    "learning_rate": 0,
+    "num_train_epochs": 0,
+    "max_steps": 0,
+    "per_device_train_batch_size": 0,
+    "per_device_eval_batch_size": 0,
+    "gradient_accumulation_steps": 0,
+    "warmup_ratio": 1.0,
+    "warmup_steps": -1,
+    "weight_decay": -1,
+    "max_grad_norm": -1,
+    "logging_steps": 0,
+    "save_steps": 0,
+    "save_total_limit": 0,
+    "eval_steps": 0,
+    "prompt_encoder_hidden_size": 0,
+    "adalora_target_r": 0,
+    "adalora_tinit": -1,
+    "adalora_tfinal": -1,
+    "adalora_delta_t": 0,
+    "adalora_total_step": 0,
+    "adalora_orth_reg_weight": -1,
+    "new_tokens": [" "],
     # eval
-    "eval_task": ["bleu"], "eval_data": [{"path": "a.json", "max_samples": 0}],
-    "eval_models": [{"path": "a", "name": "x"}, {"path": "b", "name": "x"}], "n_shot": -1,
-    "eval_max_samples": 0, "eval_max_new_tokens": 0, "eval_temperature": 0, "eval_top_p": 0,
+    "eval_task": ["bleu"],
+    "eval_data": [{"path": "a.json", "max_samples": 0}],
+    "eval_models": [{"path": "a", "name": "x"}, {"path": "b", "name": "x"}],
+    "n_shot": -1,
+    "eval_max_samples": 0,
+    "eval_max_new_tokens": 0,
+    "eval_temperature": 0,
+    "eval_top_p": 0,
 }
 
 
 @pytest.mark.parametrize("key", sorted(BAD))
 def test_single_key_rule_rejects(key):
     with pytest.raises(ConfigError) as info:
-        load_config(None, [f"{key}={BAD[key]!r}" if isinstance(BAD[key], str) else f"{key}={BAD[key]}"])
+        load_config(
+            None, [f"{key}={BAD[key]!r}" if isinstance(BAD[key], str) else f"{key}={BAD[key]}"]
+        )
     assert str(info.value).startswith(f"override '{key}=")
     assert f": {key} " in str(info.value)
 

@@ -74,7 +74,10 @@ CHAT_CASES = [
 @pytest.mark.parametrize(("record", "message"), CHAT_CASES)
 def test_conversation_bad_record_exact_message(tmp_path, record, message):
     path = lines_file(tmp_path, turns(("user", "x"), ("assistant", "y")), record)
-    assert error_of(path, "auto" if "from" in json.dumps(record) else "conversations") == f"{path}:2: {message}"
+    assert (
+        error_of(path, "auto" if "from" in json.dumps(record) else "conversations")
+        == f"{path}:2: {message}"
+    )
 
 
 def test_pairwise_bad_records(tmp_path):
@@ -109,7 +112,9 @@ def test_skip_counts_conversation_reasons(tmp_path):
 
 def test_invalid_json_inside_array_is_fatal_even_when_skipping(tmp_path):
     path = tmp_path / "a.json"
-    path.write_text('[\n  {"instruction": "q", "output": "a"},\n  {"instruction": "q" "output": "a"}\n]\n')
+    path.write_text(
+        '[\n  {"instruction": "q", "output": "a"},\n  {"instruction": "q" "output": "a"}\n]\n'
+    )
     with pytest.raises(UsageError) as e:
         convs_of(path, mode="skip")
     assert str(e.value) == (
@@ -119,15 +124,24 @@ def test_invalid_json_inside_array_is_fatal_even_when_skipping(tmp_path):
 
 def test_invalid_utf8_inside_array(tmp_path):
     path = tmp_path / "a.json"
-    path.write_bytes(b'[\n{"instruction": "q", "output": "a"},\n{"instruction": "\xff", "output": "a"}]')
-    assert error_of(path) == f"{path}:3: invalid UTF-8: byte 0xff (a JSON array cannot be read past it)"
+    path.write_bytes(
+        b'[\n{"instruction": "q", "output": "a"},\n{"instruction": "\xff", "output": "a"}]'
+    )
+    assert (
+        error_of(path)
+        == f"{path}:3: invalid UTF-8: byte 0xff (a JSON array cannot be read past it)"
+    )
 
 
 def test_bad_utf8_in_csv_and_txt_is_skippable(tmp_path):
-    csv_path = lines_file(tmp_path, "instruction,output", "q1,a1", b"q\xff,a2", "q3,a3", name="d.csv")
+    csv_path = lines_file(
+        tmp_path, "instruction,output", "q1,a1", b"q\xff,a2", "q3,a3", name="d.csv"
+    )
     assert error_of(csv_path) == f"{csv_path}:3: invalid UTF-8: byte 0xff at column 2"
     convs, stats = convs_of(csv_path, mode="skip")
-    assert [c.messages[0].content for c in convs] == ["q1", "q3"] and stats.skipped == {"invalid UTF-8": 1}
+    assert [c.messages[0].content for c in convs] == ["q1", "q3"] and stats.skipped == {
+        "invalid UTF-8": 1
+    }
     txt = lines_file(tmp_path, "one", "", "two", b"t\xffo", "", "three", name="d.txt")
     assert error_of(txt) == f"{txt}:4: invalid UTF-8: byte 0xff at column 2"
     convs, stats = convs_of(txt, mode="skip")
@@ -135,13 +149,19 @@ def test_bad_utf8_in_csv_and_txt_is_skippable(tmp_path):
 
 
 def test_missing_file_unsupported_file_and_empty_pattern(tmp_path):
-    assert error_of(tmp_path / "nope.jsonl") == f"{tmp_path / 'nope.jsonl'}: no such data file or directory"
+    assert (
+        error_of(tmp_path / "nope.jsonl")
+        == f"{tmp_path / 'nope.jsonl'}: no such data file or directory"
+    )
     xlsx = tmp_path / "d.xlsx"
     xlsx.write_text("x")
     assert error_of(xlsx) == (
         f"{xlsx}: unsupported file type '.xlsx' (expected .json, .jsonl, .parquet, .csv, .txt)"
     )
-    assert error_of(tmp_path / "*.parquet") == f"{tmp_path}/*.parquet: the pattern matches no data files"
+    assert (
+        error_of(tmp_path / "*.parquet")
+        == f"{tmp_path}/*.parquet: the pattern matches no data files"
+    )
 
 
 def test_empty_dataset(tmp_path):
@@ -154,7 +174,10 @@ def test_empty_dataset(tmp_path):
     path = lines_file(tmp_path, {"instruction": "q"}, "{", name="b.jsonl")
     with pytest.raises(UsageError) as e:
         convs_of(path, "alpaca", mode="skip")
-    assert str(e.value) == f"{path}: no usable records (2 read, all skipped: 1 invalid JSON, 1 missing field)"
+    assert (
+        str(e.value)
+        == f"{path}: no usable records (2 read, all skipped: 1 invalid JSON, 1 missing field)"
+    )
 
 
 def test_hub_name_offline_is_one_line(monkeypatch):

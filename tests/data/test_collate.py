@@ -16,11 +16,15 @@ def test_pads_to_longest_and_masks_padding_by_position():
 
 
 def test_pad_to_multiple_of_8():
-    batch = Collator(pad_id=0, pad_to_multiple_of=8)([{"input_ids": [3, 4, 5], "labels": [-100, 4, 5]}])
+    batch = Collator(pad_id=0, pad_to_multiple_of=8)(
+        [{"input_ids": [3, 4, 5], "labels": [-100, 4, 5]}]
+    )
     assert batch["input_ids"].tolist() == [[3, 4, 5, 0, 0, 0, 0, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 0, 0, 0, 0, 0]]
     assert batch["labels"].tolist() == [[-100, 4, 5, -100, -100, -100, -100, -100]]
-    exact = Collator(pad_id=0, pad_to_multiple_of=8)([{"input_ids": list(range(8)), "labels": list(range(8))}])
+    exact = Collator(pad_id=0, pad_to_multiple_of=8)(
+        [{"input_ids": list(range(8)), "labels": list(range(8))}]
+    )
     assert exact["input_ids"].shape == (1, 8)
 
 
@@ -31,5 +35,10 @@ def test_pairs_chosen_rows_first():
     ]  # fmt: skip
     batch = PairCollator(pad_id=0)(features)
     assert batch["input_ids"].tolist() == [[1, 2, 3], [1, 4, 0], [1, 9, 0], [1, 8, 8]]
-    assert batch["labels"].tolist() == [[-100, 2, 3], [-100, 4, -100], [-100, 9, -100], [-100, 8, 8]]
+    assert batch["labels"].tolist() == [
+        [-100, 2, 3],
+        [-100, 4, -100],
+        [-100, 9, -100],
+        [-100, 8, 8],
+    ]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0], [1, 1, 0], [1, 1, 1]]

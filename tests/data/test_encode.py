@@ -24,7 +24,10 @@ TOOLS = [{"type": "function", "function": {
     "name": "get_weather", "description": "Current weather of a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]  # fmt: skip
 # Text the model produces before the content, beyond the generation prompt (reasoning blocks).
-THINK = {"Qwen-Qwen3-0.6B": ("last", "<think>\n\n</think>\n\n"), "GLM-4.6": ("all", "\n<think></think>\n")}
+THINK = {
+    "Qwen-Qwen3-0.6B": ("last", "<think>\n\n</think>\n\n"),
+    "GLM-4.6": ("all", "\n<think></think>\n"),
+}
 CLOSER = {"GLM-4.6": "", "google-gemma-2-2b-it": "<end_of_turn>", "microsoft-Phi-3.5-mini-instruct": "<|end|>",
           "meta-llama-Llama-3.1-8B-Instruct": "<|eot_id|>", "ibm-granite-granite-3.3-2B-Instruct": "<|end_of_text|>",
           "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B": "<｜end▁of▁sentence｜>"}  # fmt: skip
@@ -48,8 +51,10 @@ def _expected_labels(tok, text, ids, spans):
     """Oracle: tokens overlapping the given character spans are trained."""
     offsets = tok(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
     assert len(offsets) == len(ids)
-    return [t if any(s < b and e > a for a, b in spans) else IGNORE
-            for t, (s, e) in zip(ids, offsets, strict=True)]
+    return [
+        t if any(s < b and e > a for a, b in spans) else IGNORE
+        for t, (s, e) in zip(ids, offsets, strict=True)
+    ]
 
 
 def _answer_spans(text, pairs, name, closer):
@@ -81,17 +86,23 @@ def _check_parity(tok, template, name, pairs, closer):
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
 def test_parity_smollm2(tokenizer, shape):
-    _check_parity(tokenizer, get_template("auto", tokenizer), "smollm2", SHAPES[shape], "<|im_end|>")
+    _check_parity(
+        tokenizer, get_template("auto", tokenizer), "smollm2", SHAPES[shape], "<|im_end|>"
+    )
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
 @pytest.mark.parametrize("name", SHARED_TEMPLATES)
 def test_parity_shared_templates(name, shape):
     tok = qwen2_with(name)
-    _check_parity(tok, get_template("auto", tok), name, SHAPES[shape], CLOSER.get(name, "<|im_end|>"))
+    _check_parity(
+        tok, get_template("auto", tok), name, SHAPES[shape], CLOSER.get(name, "<|im_end|>")
+    )
 
 
-@pytest.mark.parametrize("name", ["chatml", "qwen", "llama3", "llama2", "chatglm3", "alpaca", "default"])
+@pytest.mark.parametrize(
+    "name", ["chatml", "qwen", "llama3", "llama2", "chatglm3", "alpaca", "default"]
+)
 def test_parity_builtin_templates(tokenizer, name):
     template = get_template(name, tokenizer)
     tok = _with_template(tokenizer, template.source)
@@ -125,10 +136,18 @@ WITH_TOOL_CALLS = {"GLM-4.6", "Qwen-Qwen2.5-7B-Instruct", "Qwen-Qwen3-0.6B", "mi
 @pytest.mark.parametrize("name", SHARED_TEMPLATES)
 def test_tool_calls_parity_and_mask(name):
     tok = qwen2_with(name)
-    hf = TOOL_HF if name in WITH_TOOL_CALLS else [
-        {**m, "role": "assistant", "content": TOOL_CALL} if m.get("tool_calls") else m for m in TOOL_HF]
+    hf = (
+        TOOL_HF
+        if name in WITH_TOOL_CALLS
+        else [
+            {**m, "role": "assistant", "content": TOOL_CALL} if m.get("tool_calls") else m
+            for m in TOOL_HF
+        ]
+    )
     text, ref = _reference(tok, hf, TOOLS)
-    got = encode_conversation(_conv(TOOL_TURNS, TOOLS), tok, get_template("auto", tok), DataArgs(cutoff_len=4096))
+    got = encode_conversation(
+        _conv(TOOL_TURNS, TOOLS), tok, get_template("auto", tok), DataArgs(cutoff_len=4096)
+    )
     closer = CLOSER.get(name, "<|im_end|>")
     assert got.input_ids == ([*ref, tok.eos_token_id] if closer == "" else ref)
     _assert_trained_text(tok, got, text, "get_weather", after="Weather in Paris?", trained=True)
@@ -141,12 +160,15 @@ def test_tool_calls_parity_and_mask(name):
 def _assert_trained_text(tok, got, text, piece, trained, after=""):
     start = text.index(piece, text.index(after) + len(after) if after else 0)
     offsets = tok(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-    inside = [i for i, (s, e) in enumerate(offsets) if s >= start and e <= start + len(piece) and e > s]
+    inside = [
+        i for i, (s, e) in enumerate(offsets) if s >= start and e <= start + len(piece) and e > s
+    ]
     assert inside
     assert all((got.labels[i] != IGNORE) == trained for i in inside), piece
 
 
 # -- the rule, literally, with the SmolLM2 template ---------------------------------------------
+
 
 def test_golden_smollm2_single_turn(tokenizer):
     conv = _conv([("system", "Be brief."), ("user", "hi"), ("assistant", "hello")])
@@ -170,17 +192,22 @@ def test_every_closer_and_first_answer_token_trained_nothing_else(tokenizer):
         assert labels[start : end + 1] == ids[start : end + 1]  # content + <|im_end|>
         assert labels[end + 1] == IGNORE  # the "\n" after it is scaffolding
     trained = sum(lab != IGNORE for lab in labels)
-    answer_tokens = sum(len(tokenizer.encode(c, add_special_tokens=False)) + 1
-                        for r, c in pairs if r == "assistant")
+    answer_tokens = sum(
+        len(tokenizer.encode(c, add_special_tokens=False)) + 1 for r, c in pairs if r == "assistant"
+    )
     assert trained == answer_tokens  # so no system/user/header token is trained
 
 
 def test_straddling_first_token_is_trained(tokenizer):
     # "Assistant: " then "Hello": the BPE token " Hello" carries the scaffold's space.
     template = get_template("default", tokenizer)
-    got = encode_conversation(_conv([("user", "hi"), ("assistant", "Hello")]), tokenizer, template, DataArgs())
+    got = encode_conversation(
+        _conv([("user", "hi"), ("assistant", "Hello")]), tokenizer, template, DataArgs()
+    )
     tok = _with_template(tokenizer, template.source)
-    ref = tok.apply_chat_template([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello"}])
+    ref = tok.apply_chat_template(
+        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello"}]
+    )
     assert got.input_ids == list(ref["input_ids"])
     first = next(i for i, lab in enumerate(got.labels) if lab != IGNORE)
     assert tokenizer.decode(got.input_ids[first:]) == " Hello<|im_end|>\n"
@@ -189,35 +216,50 @@ def test_straddling_first_token_is_trained(tokenizer):
 
 def test_last_turn_only(tokenizer):
     args = DataArgs(train_on="last_turn")
-    got = encode_conversation(_conv(SHAPES["multi"]), tokenizer, get_template("auto", tokenizer), args)
+    got = encode_conversation(
+        _conv(SHAPES["multi"]), tokenizer, get_template("auto", tokenizer), args
+    )
     trained = [t for t, lab in zip(got.input_ids, got.labels, strict=True) if lab != IGNORE]
     assert tokenizer.decode(trained) == "Why did the chicken cross the road?<|im_end|>"
 
 
 def test_no_assistant_turn_is_dropped(tokenizer):
-    got = encode_conversation(_conv([("user", "hi")]), tokenizer, get_template("auto", tokenizer), DataArgs())
+    got = encode_conversation(
+        _conv([("user", "hi")]), tokenizer, get_template("auto", tokenizer), DataArgs()
+    )
     assert got.dropped == "no assistant turn"
 
 
 # -- truncation -------------------------------------------------------------------------------
 
+
 def _encode(tokenizer, pairs, **args):
-    return encode_conversation(_conv(pairs), tokenizer, get_template("chatml", tokenizer), DataArgs(**args))
+    return encode_conversation(
+        _conv(pairs), tokenizer, get_template("chatml", tokenizer), DataArgs(**args)
+    )
 
 
 def test_oldest_rounds_dropped_system_kept(tokenizer):
     pairs = [("system", "S"), ("user", "first question " * 20), ("assistant", "first answer"),
              ("user", "second"), ("assistant", "second answer")]  # fmt: skip
     kept = [pairs[0], *pairs[3:]]
-    short = encode_messages([Message(r, c) for r, c in kept], None, tokenizer,
-                            get_template("chatml", tokenizer), "all_turns")
+    short = encode_messages(
+        [Message(r, c) for r, c in kept],
+        None,
+        tokenizer,
+        get_template("chatml", tokenizer),
+        "all_turns",
+    )
     got = _encode(tokenizer, pairs, cutoff_len=len(short.input_ids))
     assert (got.input_ids, got.labels) == (short.input_ids, short.labels)
     assert got.truncated and got.dropped is None
 
 
 def test_source_cut_left_target_cut_right(tokenizer):
-    pairs = [("user", "one two three four five six seven"), ("assistant", "alpha beta gamma delta epsilon")]
+    pairs = [
+        ("user", "one two three four five six seven"),
+        ("assistant", "alpha beta gamma delta epsilon"),
+    ]
     full = _encode(tokenizer, pairs)
     k = next(i for i, lab in enumerate(full.labels) if lab != IGNORE)
     got = _encode(tokenizer, pairs, max_source_len=4, max_target_len=3)
@@ -244,16 +286,23 @@ def test_nothing_left_to_train_is_dropped(tokenizer):
 
 # -- pretraining and pairs ----------------------------------------------------------------------
 
+
 def test_pretraining_trains_all_and_appends_eos(tokenizer):
     conv = Conversation([], "c4:1", text="The quick brown fox.")
-    got = encode_conversation(conv, tokenizer, get_template("auto", tokenizer), DataArgs(), stage="pt")
+    got = encode_conversation(
+        conv, tokenizer, get_template("auto", tokenizer), DataArgs(), stage="pt"
+    )
     body = tokenizer.encode("The quick brown fox.", add_special_tokens=True)
     assert got.input_ids == [*body, tokenizer.eos_token_id]
     assert got.labels == got.input_ids
-    cut = encode_conversation(conv, tokenizer, get_template("auto", tokenizer), DataArgs(cutoff_len=3), stage="pt")
+    cut = encode_conversation(
+        conv, tokenizer, get_template("auto", tokenizer), DataArgs(cutoff_len=3), stage="pt"
+    )
     assert cut.input_ids == body[:3] and cut.truncated
     empty = Conversation([], "c4:2", text="")
-    assert encode_conversation(empty, tokenizer, None, DataArgs(), stage="pt").dropped == "empty text"
+    assert (
+        encode_conversation(empty, tokenizer, None, DataArgs(), stage="pt").dropped == "empty text"
+    )
 
 
 def test_pair_shares_prompt_and_trains_only_the_answer(tokenizer):
@@ -271,7 +320,9 @@ def test_pair_shares_prompt_and_trains_only_the_answer(tokenizer):
     # the oldest round goes; then 11 prompt + 4 answer tokens: the prompt is cut to 12 - 4 from the left
     assert short.truncated and short.prompt_len == 8
     assert len(short.chosen.input_ids) == 12 and len(short.rejected.input_ids) == 11
-    assert short.chosen.input_ids[: short.prompt_len] == short.rejected.input_ids[: short.prompt_len]
+    assert (
+        short.chosen.input_ids[: short.prompt_len] == short.rejected.input_ids[: short.prompt_len]
+    )
 
 
 def test_render_spans_brackets_and_colour(tokenizer):
@@ -281,9 +332,11 @@ def test_render_spans_brackets_and_colour(tokenizer):
     got = encode_conversation(conv, tokenizer, get_template("auto", tokenizer), DataArgs())
     tail = "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
     assert render_spans(got.input_ids, got.labels, tokenizer, color=False) == (
-        f"<|im_start|>system\nS<|im_end|>\n{tail}[[hello<|im_end|>]]\n")
+        f"<|im_start|>system\nS<|im_end|>\n{tail}[[hello<|im_end|>]]\n"
+    )
     assert render_spans(got.input_ids, got.labels, tokenizer, color=True).endswith(
-        "assistant\n\x1b[1;32mhello<|im_end|>\x1b[0m\n")
+        "assistant\n\x1b[1;32mhello<|im_end|>\x1b[0m\n"
+    )
 
 
 class _SlowTokenizer:

@@ -34,5 +34,7 @@ def test_val_size_fraction_and_count():
     assert not set(m.train.tolist()) & set(m.eval.tolist())
     assert len(mix([50, 50], [1, 1], val_size=7, seed=0).eval) == 7
     assert eval_count(0.001, 10) == 1 and eval_count(0, 10) == 0
-    with pytest.raises(UsageError, match=r"^val_size 10 leaves no training samples \(only 10 samples\)$"):
+    with pytest.raises(
+        UsageError, match=r"^val_size 10 leaves no training samples \(only 10 samples\)$"
+    ):
         eval_count(10, 10)

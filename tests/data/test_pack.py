@@ -48,7 +48,9 @@ def test_collated_pack_golden_4d_mask():
 
 
 def test_position_ids_mode_has_no_mask():
-    batch = PackCollator(pad_id=0, mask="position_ids", pad_to_multiple_of=8)(pack_samples(SAMPLES, 6))
+    batch = PackCollator(pad_id=0, mask="position_ids", pad_to_multiple_of=8)(
+        pack_samples(SAMPLES, 6)
+    )
     assert "attention_mask" not in batch and batch["use_cache"] is False
     assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1, 0, 1, 2], [0, 1, 2, 3, 0, 1, 2, 3]]
 
@@ -61,7 +63,8 @@ def _token_losses(model, batch):
         logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
     labels = batch["labels"][:, 1:]
     losses = torch.nn.functional.cross_entropy(
-        logits[:, :-1].flatten(0, 1).float(), labels.flatten(), reduction="none")
+        logits[:, :-1].flatten(0, 1).float(), labels.flatten(), reduction="none"
+    )
     return losses[labels.flatten() != X]
 
 
@@ -69,7 +72,9 @@ def _token_losses(model, batch):
 def tiny_model(request, tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation=request.param).eval()
+    return AutoModelForCausalLM.from_pretrained(
+        tiny_model_dir, attn_implementation=request.param
+    ).eval()
 
 
 @pytest.mark.parametrize("mask", ["4d", "position_ids"])
@@ -84,7 +89,12 @@ def test_packed_loss_equals_unpacked(tiny_model, tokenizer, mask):
 
     model = tiny_model
     template = get_template("auto", tokenizer)
-    turns = [("Hi", "Hello! How can I help?"), ("2+2?", "4"), ("你好", "你好！我是助手。"), ("Bye", "Goodbye.")]
+    turns = [
+        ("Hi", "Hello! How can I help?"),
+        ("2+2?", "4"),
+        ("你好", "你好！我是助手。"),
+        ("Bye", "Goodbye."),
+    ]
     encoded = [encode_conversation(Conversation([Message("user", q), Message("assistant", a)], "t:1"),
                                    tokenizer, template, DataArgs()) for q, a in turns]  # fmt: skip
     samples = [(e.input_ids, e.labels) for e in encoded]
@@ -97,8 +107,13 @@ def test_packed_loss_equals_unpacked(tiny_model, tokenizer, mask):
     # packs hold the samples' trained tokens in pack order: compare in that order
     by_sample = {tuple(i): _token_losses(model, Collator(tokenizer.pad_token_id)([{"input_ids": i, "labels": lab}]))
                  for i, lab in samples}  # fmt: skip
-    expected = torch.cat([by_sample[tuple(p.input_ids[s : s + n])]
-                          for p in packs for s, n in zip(_starts(p.lengths), p.lengths, strict=True)])
+    expected = torch.cat(
+        [
+            by_sample[tuple(p.input_ids[s : s + n])]
+            for p in packs
+            for s, n in zip(_starts(p.lengths), p.lengths, strict=True)
+        ]
+    )
     assert packed.shape == expected.shape == unpacked.shape
     torch.testing.assert_close(packed, expected, atol=1e-4, rtol=0)
     assert abs(packed.mean().item() - unpacked.mean().item()) < 1e-4

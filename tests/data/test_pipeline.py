@@ -50,7 +50,9 @@ def toy_encoder(tokenizer, args, stage):
 
 
 def write_jsonl(path, records):
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    path.write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8"
+    )
     return str(path)
 
 
@@ -78,7 +80,11 @@ def test_tokens_labels_and_source_columns(tmp_path):
     train, evals, report, _ = build(tmp_path, [DataSource(path)])
     assert evals is None and len(train) == 3
     rows = sorted(train, key=lambda r: r["source"])
-    assert rows[0] == {"input_ids": [113, 48, 97, 48], "labels": [-100, -100, 97, 48], "source": f"{path}:1"}
+    assert rows[0] == {
+        "input_ids": [113, 48, 97, 48],
+        "labels": [-100, -100, 97, 48],
+        "source": f"{path}:1",
+    }
     assert report["tokens"] == 12 and report["trained_tokens"] == 6
 
 
@@ -152,7 +158,10 @@ def test_stage_must_fit_the_format(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [{"text": "doc"}])
     with pytest.raises(UsageError) as e:
         build(tmp_path, [DataSource(path)])
-    assert str(e.value) == f"{path}: stage sft needs conversation/instruction records, but this source is format text"
+    assert (
+        str(e.value)
+        == f"{path}: stage sft needs conversation/instruction records, but this source is format text"
+    )
     with pytest.raises(UsageError, match="no data sources configured"):
         build(tmp_path, [])
 
@@ -173,16 +182,26 @@ def test_real_encoder_matches_encode_conversation(tmp_path, tokenizer):
     first = next(read_source(DataSource(path), SourceStats(path)))
     want = encode_conversation(first, tokenizer, template, args, "sft")
     assert got[f"{path}:1"] == (want.input_ids, want.labels)
-    assert report["kept"] == 2 and "source" not in build_dataset(args, tokenizer, "sft", 0)[0].column_names
+    assert (
+        report["kept"] == 2
+        and "source" not in build_dataset(args, tokenizer, "sft", 0)[0].column_names
+    )
 
 
 def test_shared_dpo_and_pt(tokenizer):
     dpo = DataArgs(data=[DataSource(str(shared_path("data", "dpo_en_demo.json")), max_samples=20)],
                    preprocessing_num_workers=1, cutoff_len=256)  # fmt: skip
     train, _, report = build_dataset(dpo, tokenizer, "dpo", 0)
-    assert set(train.column_names) == {"chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels"}
+    assert set(train.column_names) == {
+        "chosen_input_ids",
+        "chosen_labels",
+        "rejected_input_ids",
+        "rejected_labels",
+    }
     assert report["kept"] + sum(report["dropped"].values()) == 20
-    pt = DataArgs(data=[DataSource(str(shared_path("data", "c4_demo.jsonl")))], preprocessing_num_workers=1)
+    pt = DataArgs(
+        data=[DataSource(str(shared_path("data", "c4_demo.jsonl")))], preprocessing_num_workers=1
+    )
     train, _, report = build_dataset(pt, tokenizer, "pt", 0)
     assert len(train) == 300 and train[0]["input_ids"] == train[0]["labels"]
     assert train[0]["input_ids"][-1] == tokenizer.eos_token_id or len(train[0]["input_ids"]) == 1024

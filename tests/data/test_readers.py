@@ -25,7 +25,9 @@ def roles(conv):
 
 
 def write_jsonl(path: Path, records: list) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    path.write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8"
+    )
     return path
 
 
@@ -82,7 +84,12 @@ def test_column_map_advertisegen(tmp_path):
 def test_prompt_response_with_history(tmp_path):
     rec = {"prompt": "and 3?", "response": "6", "history": [["1+2?", "3"]]}
     (conv,), _ = read(write_jsonl(tmp_path / "p.jsonl", [rec]), format="prompt_response")
-    assert roles(conv) == [("user", "1+2?"), ("assistant", "3"), ("user", "and 3?"), ("assistant", "6")]
+    assert roles(conv) == [
+        ("user", "1+2?"),
+        ("assistant", "3"),
+        ("user", "and 3?"),
+        ("assistant", "6"),
+    ]
 
 
 def test_chatglm3_conversations_with_tools_and_metadata(tmp_path):
@@ -96,12 +103,21 @@ def test_chatglm3_conversations_with_tools_and_metadata(tmp_path):
     (conv,), stats = read(write_jsonl(tmp_path / "c.jsonl", [rec]))
     assert stats.format == "conversations"
     assert conv.tools == [{"name": "weather"}]
-    assert [m.role for m in conv.messages] == ["system", "user", "function_call", "observation", "assistant"]
-    assert json.loads(conv.messages[2].content) == {"name": "weather", "arguments": "tool_call(city='Paris')"}
+    assert [m.role for m in conv.messages] == [
+        "system",
+        "user",
+        "function_call",
+        "observation",
+        "assistant",
+    ]
+    assert json.loads(conv.messages[2].content) == {
+        "name": "weather",
+        "arguments": "tool_call(city='Paris')",
+    }
 
 
 def test_openai_messages_tool_calls_and_tool_role(tmp_path):
-    call = {"type": "function", "function": {"name": "add", "arguments": "{\"a\": 1}"}}
+    call = {"type": "function", "function": {"name": "add", "arguments": '{"a": 1}'}}
     rec = {"messages": [
         {"role": "user", "content": [{"type": "text", "text": "add one"}]},
         {"role": "assistant", "content": None, "tool_calls": [call]},
@@ -124,7 +140,13 @@ def test_sharegpt_roles(tmp_path):
     ], "tools": "[{\"name\": \"f\"}]"}  # fmt: skip
     (conv,), stats = read(write_jsonl(tmp_path / "s.jsonl", [rec]))
     assert stats.format == "sharegpt"
-    assert [m.role for m in conv.messages] == ["system", "user", "function_call", "observation", "assistant"]
+    assert [m.role for m in conv.messages] == [
+        "system",
+        "user",
+        "function_call",
+        "observation",
+        "assistant",
+    ]
     assert conv.tools == [{"name": "f"}]
 
 
@@ -137,7 +159,10 @@ def test_pairwise_prompt_style_and_conversation_style(tmp_path):
     convs, stats = read(write_jsonl(tmp_path / "d.jsonl", recs))
     assert stats.format == "pairwise"
     assert roles(convs[0]) == [("user", "q")]
-    assert (convs[0].chosen, convs[0].rejected) == (Message("assistant", "good"), Message("assistant", "bad"))
+    assert (convs[0].chosen, convs[0].rejected) == (
+        Message("assistant", "good"),
+        Message("assistant", "bad"),
+    )
     assert roles(convs[1]) == [("user", "q2")] and convs[1].chosen.content == "good2"
 
 
@@ -166,7 +191,9 @@ def test_csv_and_parquet(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pq.write_table(pa.table({"prompt": ["p1", "p2"], "response": ["r1", "r2"]}), tmp_path / "d.parquet")
+    pq.write_table(
+        pa.table({"prompt": ["p1", "p2"], "response": ["r1", "r2"]}), tmp_path / "d.parquet"
+    )
     convs, stats = read(tmp_path / "d.parquet")
     assert stats.format == "prompt_response" and [c.source[-2:] for c in convs] == [":1", ":2"]
 
@@ -183,7 +210,9 @@ def test_directory_and_glob(tmp_path):
 
 
 def test_max_samples_and_system_default(tmp_path):
-    path = write_jsonl(tmp_path / "a.jsonl", [{"instruction": f"q{i}", "output": "a"} for i in range(5)])
+    path = write_jsonl(
+        tmp_path / "a.jsonl", [{"instruction": f"q{i}", "output": "a"} for i in range(5)]
+    )
     convs, stats = read(path, max_samples=2, system="Be kind.")
     assert len(convs) == 2 and stats.records == 2
     assert roles(convs[0])[0] == ("system", "Be kind.")
@@ -236,5 +265,7 @@ def test_shared_records_content():
     assert tool[0].tools[0]["name"] == "search_recipes"
     assert json.loads(tool[0].messages[3].content)["name"] == "search_recipes"
     dpo, _ = read(shared_path("data", "dpo_en_demo.json"))
-    assert all(c.messages[-1].role == "user" and c.chosen.content and c.rejected.content for c in dpo)
+    assert all(
+        c.messages[-1].role == "user" and c.chosen.content and c.rejected.content for c in dpo
+    )
     assert sum(c.messages[0].role == "system" for c in dpo) == 80

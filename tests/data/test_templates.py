@@ -20,10 +20,10 @@ CHAT = [
 # With the SmolLM2 tokenizer: bos_token = <|im_start|>, eos_token = <|im_end|>.
 EXPECTED = {
     "chatml": "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n"
-              "<|im_start|>assistant\nyo<|im_end|>\n",
+    "<|im_start|>assistant\nyo<|im_end|>\n",
     "llama3": "<|im_start|><|start_header_id|>system<|end_header_id|>\n\nS<|eot_id|>"
-              "<|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>"
-              "<|start_header_id|>assistant<|end_header_id|>\n\nyo<|eot_id|>",
+    "<|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|>"
+    "<|start_header_id|>assistant<|end_header_id|>\n\nyo<|eot_id|>",
     "llama2": "<|im_start|>[INST] <<SYS>>\nS\n<</SYS>>\n\nhi [/INST] yo <|im_end|>",
     "chatglm3": "[gMASK]sop<|system|>\nS<|user|>\nhi<|assistant|>\nyo<|im_end|>",
     "alpaca": "S\n\n### Instruction:\nhi\n\n### Response:\nyo<|im_end|>\n\n",
@@ -54,11 +54,15 @@ def test_qwen_adds_its_default_system_only_when_none_given(tokenizer):
 
 
 def test_generation_prompts(tokenizer):
-    prompts = {name: get_template(name, tokenizer).render(tokenizer, CHAT[:2], generation_prompt=True)
-               for name in ("chatml", "alpaca", "llama3")}
+    prompts = {
+        name: get_template(name, tokenizer).render(tokenizer, CHAT[:2], generation_prompt=True)
+        for name in ("chatml", "alpaca", "llama3")
+    }
     assert prompts["chatml"].endswith("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
     assert prompts["alpaca"] == "S\n\n### Instruction:\nhi\n\n### Response:\n"
-    assert prompts["llama3"].endswith("hi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
+    assert prompts["llama3"].endswith(
+        "hi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+    )
 
 
 def test_chatml_renders_tools_calls_and_observations(tokenizer):
@@ -105,7 +109,9 @@ def test_unknown_template_is_a_usage_error(tokenizer):
 
 def test_user_jinja_file(tokenizer, tmp_path):
     path = tmp_path / "mine.jinja"
-    path.write_text("{% for m in messages %}<{{ m.role }}>{{ m.content }}{{ eos_token }}{% endfor %}")
+    path.write_text(
+        "{% for m in messages %}<{{ m.role }}>{{ m.content }}{{ eos_token }}{% endfor %}"
+    )
     template = get_template(str(path), tokenizer)
     assert template.render(tokenizer, CHAT[1:]) == "<user>hi<|im_end|><assistant>yo<|im_end|>"
     assert template.closer(tokenizer) == "<|im_end|>"

@@ -42,10 +42,16 @@ def batch(tokenizer) -> dict[str, torch.Tensor]:
     texts = ["丹炉 trains small models.", "Hello there, how are you doing today?"]
     enc = tokenizer(texts, return_tensors="pt", padding=True)
     labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
-    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
+    return {
+        "input_ids": enc["input_ids"],
+        "attention_mask": enc["attention_mask"],
+        "labels": labels,
+    }
 
 
-def train_steps(model: Any, method: str, data: dict, steps: int = 3, lr: float = 1e-2) -> list[float]:
+def train_steps(
+    model: Any, method: str, data: dict, steps: int = 3, lr: float = 1e-2
+) -> list[float]:
     """A minimal loop the way the engine will run it, including the method's step hook."""
     hook = get_method(method).on_step
     params = [p for p in model.parameters() if p.requires_grad]

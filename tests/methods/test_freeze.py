@@ -30,17 +30,20 @@ def test_trains_the_last_or_first_n_blocks(n, blocks, four_layer_dir):
 
 def test_named_modules_train_too(four_layer_dir):
     model, _ = prepared(
-        four_layer_dir, "freeze", freeze_trainable_layers=0, freeze_trainable_modules=["norm.weight"]
+        four_layer_dir,
+        "freeze",
+        freeze_trainable_layers=0,
+        freeze_trainable_modules=["norm.weight"],
     )
-    assert trainable_names(model) == {
-        n for n, _ in model.named_parameters() if "norm.weight" in n
-    }
+    assert trainable_names(model) == {n for n, _ in model.named_parameters() if "norm.weight" in n}
 
 
 @pytest.mark.parametrize(
     ("extra", "message"),
-    [({"freeze_trainable_layers": 9}, "only 4 decoder blocks"),
-     ({"freeze_trainable_modules": ["nonexistent"]}, "nonexistent")],
+    [
+        ({"freeze_trainable_layers": 9}, "only 4 decoder blocks"),
+        ({"freeze_trainable_modules": ["nonexistent"]}, "nonexistent"),
+    ],
 )
 def test_bad_settings_are_refused(extra, message, four_layer_dir):
     with pytest.raises(UsageError, match=message):

@@ -91,7 +91,9 @@ def _snapshot(model: Any) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
-def test_trains_exactly_the_trainable_parameters_and_reloads(name, tiny_model_dir, tokenizer, tmp_path):
+def test_trains_exactly_the_trainable_parameters_and_reloads(
+    name, tiny_model_dir, tokenizer, tmp_path
+):
     """A few steps change every trainable parameter and no frozen one; then save -> plain
     peft/transformers load -> identical logits."""
     _needs(name)
@@ -142,7 +144,9 @@ def _plain_peft_load(base_dir, adapter_dir, cfg) -> Any:
     kwargs: dict[str, Any] = {"dtype": torch.float32}
     if cfg.method == "qlora":
         kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.float32,
         )
     base = AutoModelForCausalLM.from_pretrained(base_dir, **kwargs)

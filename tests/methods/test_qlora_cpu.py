@@ -42,9 +42,7 @@ def _grads(model, data):
     return {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
 
 
-@pytest.mark.parametrize(
-    "eval_pass_first", [pytest.param(False, marks=pytest.mark.slow), True]
-)
+@pytest.mark.parametrize("eval_pass_first", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_lora_grads_match_dequantised_reference(eval_pass_first, tiny_model_dir, tokenizer):
     cfg = config("qlora")
     model = prepare(load(tiny_model_dir, cfg), cfg)

@@ -50,8 +50,9 @@ def test_converted_model_generates_same_greedy_tokens_as_gguf(smollm_dir):
     tok = AutoTokenizer.from_pretrained(smollm_dir)
     ours = AutoModelForCausalLM.from_pretrained(smollm_dir)
     msgs = [{"role": "user", "content": "Name three colours. 说出三种颜色。"}]
-    enc = tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt",
-                                  return_dict=True)
+    enc = tok.apply_chat_template(
+        msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     with torch.inference_mode():
         a = direct.generate(**enc, max_new_tokens=24, do_sample=False)
         b = ours.generate(**enc, max_new_tokens=24, do_sample=False)

@@ -19,7 +19,9 @@ def test_folder_is_used_as_is(tiny_model_dir):
 def test_folder_without_config(tmp_path):
     with pytest.raises(UsageError) as info:
         resolve_model(str(tmp_path))
-    assert str(info.value) == f"model '{tmp_path}': folder has no config.json, not a HF model folder"
+    assert (
+        str(info.value) == f"model '{tmp_path}': folder has no config.json, not a HF model folder"
+    )
 
 
 def test_non_gguf_file(tmp_path):

@@ -9,8 +9,16 @@ from danlu.plan.activations import layer_bytes_per_token, training_activations
 from danlu.plan.states import trainable_params
 
 # h=64, 2 blocks, 4 heads of 16, 2 kv heads (kv width 32), SwiGLU 128, vocab 1000, tied.
-TINY = Arch(name="tiny", hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128, vocab=1000,
-            tie_embeddings=True)
+TINY = Arch(
+    name="tiny",
+    hidden=64,
+    layers=2,
+    heads=4,
+    kv_heads=2,
+    intermediate=128,
+    vocab=1000,
+    tie_embeddings=True,
+)
 # block: q 64·64 + k 64·32 + v 64·32 + o 64·64 + 3·64·128 = 36,864 linear + 2 norms of 64
 BLOCK = 36_864 + 128
 TOTAL = 1000 * 64 + 2 * BLOCK + 64  # embeddings + blocks + final norm (head tied)
@@ -85,7 +93,11 @@ def test_bf16_mixed_precision_full():
     s = Setup(method="full", weights="bf16", micro_batch=1, seq_len=10)
     c = estimate(TINY, s).components
     assert (c["weights"], c["gradients"], c["master_weights"], c["optimizer_states"]) == (
-        TOTAL * 2, TOTAL * 2, TOTAL * 4, TOTAL * 8)
+        TOTAL * 2,
+        TOTAL * 2,
+        TOTAL * 4,
+        TOTAL * 8,
+    )
     assert c["optimizer_step_temp"] == TOTAL * 4  # foreach AdamW on CUDA: all parameters
     assert c["overhead"] == 1.3e9
 
@@ -93,7 +105,9 @@ def test_bf16_mixed_precision_full():
 def test_inference_kv_cache():
     s = Setup(stage="infer", weights="fp16", micro_batch=2, seq_len=100)
     c = estimate(TINY, s).components
-    assert c["kv_cache"] == 2 * 2 * 32 * 2 * 100 * 2  # K and V · blocks · kv width · B · S · 2 bytes
+    assert (
+        c["kv_cache"] == 2 * 2 * 32 * 2 * 100 * 2
+    )  # K and V · blocks · kv width · B · S · 2 bytes
     assert c["weights"] == TOTAL * 2
 
 
@@ -101,4 +115,5 @@ def test_qlora_weights_are_4_bit():
     s = Setup(method="qlora")
     linear = 2 * 36_864
     assert estimate(TINY, s).components["weights"] == pytest.approx(
-        linear * (0.5 + 0.127 / 8) + (TOTAL - linear) * 2 + 2 * 8192 * 4)
+        linear * (0.5 + 0.127 / 8) + (TOTAL - linear) * 2 + 2 * 8192 * 4
+    )

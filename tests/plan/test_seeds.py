@@ -52,7 +52,10 @@ def test_full_finetuning_is_16_bytes_per_parameter():
     s = Setup(method="full", weights="fp16")
     st = model_states(arch, s, arch.total_params())
     assert (st.weights, st.gradients, st.master, st.optimizer) == (
-        2 * arch.total_params(), 2 * arch.total_params(), 4 * arch.total_params(), 8 * arch.total_params()
+        2 * arch.total_params(),
+        2 * arch.total_params(),
+        4 * arch.total_params(),
+        8 * arch.total_params(),
     )
 
 

@@ -41,8 +41,9 @@ def test_auto_resume_picks_newest_complete_and_ignores_temp(tmp_path):
 def test_explicit_resume_must_be_complete(tmp_path):
     with pytest.raises(UsageError) as info:
         resolve_resume(str(tmp_path), tmp_path)
-    assert str(info.value) == (f"resume_from_checkpoint: {tmp_path} is not a complete checkpoint "
-                               "(no trainer_state.json)")
+    assert str(info.value) == (
+        f"resume_from_checkpoint: {tmp_path} is not a complete checkpoint (no trainer_state.json)"
+    )
 
 
 def test_rotate_keeps_newest_and_cleans_temp(tmp_path):

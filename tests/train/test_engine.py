@@ -38,7 +38,9 @@ def data_file(tmp_path_factory) -> Path:
     rows = []
     for i in range(24):
         q = QUESTIONS[i % len(QUESTIONS)]
-        rows.append({"instruction": q, "input": "", "output": f"Answer {i}: " + "tea " * (1 + i % 7)})
+        rows.append(
+            {"instruction": q, "input": "", "output": f"Answer {i}: " + "tea " * (1 + i % 7)}
+        )
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
@@ -62,9 +64,23 @@ def _adapter_weights(folder: Path) -> dict[str, torch.Tensor]:
 def test_run_layout_and_final_loads_with_plain_peft(tiny_model_dir, data_file, tmp_path):
     out = tmp_path / "run"
     (tmp_path / "run.yaml").write_text("method: lora\n")
-    code = main(["train", str(tmp_path / "run.yaml"), f"model={tiny_model_dir}", f"data=[{data_file}]",
-                 f"output_dir={out}", "lora_rank=4", "max_steps=4", "save_steps=2",
-                 "logging_steps=1", "val_size=4", "eval_steps=2", "threads=1", "--quiet"])
+    code = main(
+        [
+            "train",
+            str(tmp_path / "run.yaml"),
+            f"model={tiny_model_dir}",
+            f"data=[{data_file}]",
+            f"output_dir={out}",
+            "lora_rank=4",
+            "max_steps=4",
+            "save_steps=2",
+            "logging_steps=1",
+            "val_size=4",
+            "eval_steps=2",
+            "threads=1",
+            "--quiet",
+        ]
+    )
     assert code == 0
     for name in ("config.yaml", "data_report.json", "metrics.jsonl", "loss.png", "final"):
         assert (out / name).exists(), name
@@ -75,7 +91,15 @@ def test_run_layout_and_final_loads_with_plain_peft(tiny_model_dir, data_file, t
     assert [r["step"] for r in train_lines] == [1, 2, 3, 4]
     assert [r["step"] for r in lines if "eval_loss" in r] == [2, 4]
     for r in train_lines:
-        for key in ("lr", "grad_norm", "tokens_per_s", "trained_tokens_per_s", "tflops", "mfu", "mem"):
+        for key in (
+            "lr",
+            "grad_norm",
+            "tokens_per_s",
+            "trained_tokens_per_s",
+            "tflops",
+            "mfu",
+            "mem",
+        ):
             assert r[key] > 0, key
     report = json.loads((out / "data_report.json").read_text())
     assert report["summary"].startswith("24 kept")
@@ -93,8 +117,14 @@ def test_run_layout_and_final_loads_with_plain_peft(tiny_model_dir, data_file, t
 @pytest.mark.slow
 @pytest.mark.parametrize("method", sorted(registry.METHODS))
 def test_every_method_trains_through_the_engine(method, tiny_model_dir, data_file, tmp_path):
-    extra = ["max_steps=2", "save_steps=2", f"method={method}", "pre_seq_len=4", "gradient_checkpointing=true",
-             "freeze_trainable_layers=1"]
+    extra = [
+        "max_steps=2",
+        "save_steps=2",
+        f"method={method}",
+        "pre_seq_len=4",
+        "gradient_checkpointing=true",
+        "freeze_trainable_layers=1",
+    ]
     if method == "qlora":
         extra.append("quantization_bit=4")
     if method == "adalora":
@@ -135,16 +165,25 @@ def _kill_script(model_dir: Path, data: Path, out: Path, kill_at: int) -> str:
 
 @pytest.mark.slow
 def test_sigkill_during_save_then_resume_matches_uninterrupted(tiny_model_dir, data_file, tmp_path):
-    straight = train(_cfg(tiny_model_dir, data_file, tmp_path / "a", "max_steps=8"), log=lambda _: None)
+    straight = train(
+        _cfg(tiny_model_dir, data_file, tmp_path / "a", "max_steps=8"), log=lambda _: None
+    )
     out = tmp_path / "b"
     Path(f"{out}.yaml").write_text("method: lora\n")
-    proc = subprocess.run([sys.executable, "-c", _kill_script(tiny_model_dir, data_file, out, 6)],
-                          capture_output=True, text=True, timeout=300, env={**os.environ})
+    proc = subprocess.run(
+        [sys.executable, "-c", _kill_script(tiny_model_dir, data_file, out, 6)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ},
+    )
     assert proc.returncode == -9, proc.stderr[-2000:]
     assert [s for s, _ in complete_checkpoints(out)] == [2, 4]  # step-6 never appeared
     assert not (out / "final").exists()
-    resumed = train(_cfg(tiny_model_dir, data_file, out, "max_steps=8", "resume_from_checkpoint=auto"),
-                    log=lambda _: None)
+    resumed = train(
+        _cfg(tiny_model_dir, data_file, out, "max_steps=8", "resume_from_checkpoint=auto"),
+        log=lambda _: None,
+    )
     assert resumed.resumed_from == out / "checkpoints" / "step-4"
     a, b = _adapter_weights(straight.final_dir), _adapter_weights(resumed.final_dir)
     assert a.keys() == b.keys() and len(a) > 0
@@ -157,13 +196,34 @@ def test_sigkill_during_save_then_resume_matches_uninterrupted(tiny_model_dir, d
 @pytest.mark.slow
 def test_accumulation_equals_one_big_batch(tiny_model_dir, data_file, tmp_path):
     common = ["max_steps=2", "save_steps=100", "lr_scheduler_type=constant", "method=full"]
-    big = train(_cfg(tiny_model_dir, data_file, tmp_path / "big", *common,
-                     "per_device_train_batch_size=8", "gradient_accumulation_steps=1"), log=lambda _: None)
-    acc = train(_cfg(tiny_model_dir, data_file, tmp_path / "acc", *common,
-                     "per_device_train_batch_size=1", "gradient_accumulation_steps=8"), log=lambda _: None)
+    big = train(
+        _cfg(
+            tiny_model_dir,
+            data_file,
+            tmp_path / "big",
+            *common,
+            "per_device_train_batch_size=8",
+            "gradient_accumulation_steps=1",
+        ),
+        log=lambda _: None,
+    )
+    acc = train(
+        _cfg(
+            tiny_model_dir,
+            data_file,
+            tmp_path / "acc",
+            *common,
+            "per_device_train_batch_size=1",
+            "gradient_accumulation_steps=8",
+        ),
+        log=lambda _: None,
+    )
     from safetensors.torch import load_file
 
-    wa, wb = load_file(big.final_dir / "model.safetensors"), load_file(acc.final_dir / "model.safetensors")
+    wa, wb = (
+        load_file(big.final_dir / "model.safetensors"),
+        load_file(acc.final_dir / "model.safetensors"),
+    )
     for name in wa:
         torch.testing.assert_close(wb[name], wa[name], rtol=0, atol=2e-5, msg=name)
     la = [json.loads(x)["loss"] for x in (big.run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -175,10 +235,14 @@ def test_accumulation_equals_one_big_batch(tiny_model_dir, data_file, tmp_path):
 @pytest.mark.slow
 def test_packing_trains_the_same_tokens_in_fewer_rows(tiny_model_dir, data_file, tmp_path):
     one_epoch = ["max_steps=-1", "num_train_epochs=1", "save_steps=100", "cutoff_len=256"]
-    plain = train(_cfg(tiny_model_dir, data_file, tmp_path / "plain", *one_epoch), log=lambda _: None)
+    plain = train(
+        _cfg(tiny_model_dir, data_file, tmp_path / "plain", *one_epoch), log=lambda _: None
+    )
     lines: list[str] = []
-    packed = train(_cfg(tiny_model_dir, data_file, tmp_path / "packed", *one_epoch, "packing=true"),
-                   log=lines.append)
+    packed = train(
+        _cfg(tiny_model_dir, data_file, tmp_path / "packed", *one_epoch, "packing=true"),
+        log=lines.append,
+    )
     assert packed.trained_tokens == plain.trained_tokens > 0
     assert packed.global_step < plain.global_step
     assert any(line.startswith("packing: 24 samples -> ") for line in lines)
@@ -188,7 +252,9 @@ def test_output_dir_holding_a_run_is_not_overwritten(tiny_model_dir, data_file, 
     out = tmp_path / "run"
     out.mkdir()
     (out / "metrics.jsonl").write_text("{}\n")
-    with pytest.raises(Exception, match=r"already holds a run \(metrics.jsonl\); set resume_from_checkpoint"):
+    with pytest.raises(
+        Exception, match=r"already holds a run \(metrics.jsonl\); set resume_from_checkpoint"
+    ):
         train(_cfg(tiny_model_dir, data_file, out), log=lambda _: None)
 
 
@@ -199,17 +265,28 @@ def test_eval_steps_without_held_out_data_is_refused(tiny_model_dir, data_file, 
 
 def test_fp16_on_cpu_is_refused(tiny_model_dir, data_file, tmp_path):
     with pytest.raises(Exception, match="fp16: float16 mixed precision needs a GPU"):
-        train(_cfg(tiny_model_dir, data_file, tmp_path / "r", "fp16=true", "device=cpu"),
-              log=lambda _: None)
+        train(
+            _cfg(tiny_model_dir, data_file, tmp_path / "r", "fp16=true", "device=cpu"),
+            log=lambda _: None,
+        )
 
 
 @pytest.mark.slow
-def test_new_tokens_start_from_their_pieces_and_travel_with_the_adapter(tiny_model_dir, data_file, tmp_path):
+def test_new_tokens_start_from_their_pieces_and_travel_with_the_adapter(
+    tiny_model_dir, data_file, tmp_path
+):
     from danlu.config import ModelArgs
     from danlu.models import load_model
 
-    cfg = _cfg(tiny_model_dir, data_file, tmp_path / "r", "new_tokens=[丹炉助手, 泡茶]", "max_steps=1",
-               "save_steps=1", "additional_target=[embed_tokens]")
+    cfg = _cfg(
+        tiny_model_dir,
+        data_file,
+        tmp_path / "r",
+        "new_tokens=[丹炉助手, 泡茶]",
+        "max_steps=1",
+        "save_steps=1",
+        "additional_target=[embed_tokens]",
+    )
     result = train(cfg, log=lambda _: None)
     loaded = load_model(ModelArgs(model=str(tiny_model_dir), adapter=str(result.final_dir)))
     tok = loaded.tokenizer

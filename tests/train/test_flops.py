@@ -34,10 +34,16 @@ def test_untied_embedding_is_not_a_matmul():
     assert fm.per_token(2) == 4 * 100 + 2 * 10 + 12 * 1 * 4 * 2
 
 
-@pytest.mark.parametrize("name,tflops", [("NVIDIA H100 80GB HBM3", 989.0),
-                                         ("NVIDIA A800-SXM4-80GB", 312.0),
-                                         ("NVIDIA GeForce RTX 4090", 165.2),
-                                         ("NVIDIA A10", 125.0), ("NVIDIA A10G", 70.0)])
+@pytest.mark.parametrize(
+    "name,tflops",
+    [
+        ("NVIDIA H100 80GB HBM3", 989.0),
+        ("NVIDIA A800-SXM4-80GB", 312.0),
+        ("NVIDIA GeForce RTX 4090", 165.2),
+        ("NVIDIA A10", 125.0),
+        ("NVIDIA A10G", 70.0),
+    ],
+)
 def test_gpu_peak_lookup(name, tflops):
     assert gpu_peak_flops(name) == tflops * 1e12
 
@@ -68,7 +74,9 @@ def test_mfu_arithmetic_by_hand(tiny_model_dir):
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     h, f, layers, vocab = 64, 128, 2, model.config.vocab_size
-    block = h * h + 2 * (h * 32) + h * h + 3 * h * f + 2 * h  # q, k, v (2 kv heads x 16), o, MLP, norms
+    block = (
+        h * h + 2 * (h * 32) + h * h + 3 * h * f + 2 * h
+    )  # q, k, v (2 kv heads x 16), o, MLP, norms
     n = vocab * h + layers * block + h  # tied embedding is also the LM head matmul
     lora = layers * 4 * (h + h)  # A: 4 x 64, B: 64 x 4 per q_proj
     model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"]))

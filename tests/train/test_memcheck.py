@@ -14,8 +14,16 @@ from danlu.utils.errors import RuntimeFailure
 
 
 def _cfg(*extra: str):
-    return load_config(None, ["model=smollm2-135m-instruct", "per_device_train_batch_size=8",
-                              "gradient_accumulation_steps=2", "cutoff_len=1024", *extra])
+    return load_config(
+        None,
+        [
+            "model=smollm2-135m-instruct",
+            "per_device_train_batch_size=8",
+            "gradient_accumulation_steps=2",
+            "cutoff_len=1024",
+            *extra,
+        ],
+    )
 
 
 def _budget_between(cfg, small: int, big: int) -> float:
@@ -31,8 +39,10 @@ def test_auto_batch_size_keeps_the_global_batch(monkeypatch):
     lines: list[str] = []
     out = memcheck.preflight(cfg, "cpu", lines.append)
     assert (out.per_device_train_batch_size, out.gradient_accumulation_steps) == (3, 6)  # 3*6 >= 16
-    assert lines[-1] == ("memory: auto_batch_size: per_device_train_batch_size 8 -> 3, "
-                         "gradient_accumulation_steps 2 -> 6")
+    assert lines[-1] == (
+        "memory: auto_batch_size: per_device_train_batch_size 8 -> 3, "
+        "gradient_accumulation_steps 2 -> 6"
+    )
 
 
 def test_without_auto_it_only_warns_with_a_suggestion(monkeypatch):
@@ -42,7 +52,10 @@ def test_without_auto_it_only_warns_with_a_suggestion(monkeypatch):
     out = memcheck.preflight(cfg, "cpu", lines.append)
     assert out.per_device_train_batch_size == 8
     assert "WARNING" in lines[-1]
-    assert "per_device_train_batch_size=2 (with gradient_accumulation_steps=8) or auto_batch_size=true" in lines[-1]
+    assert (
+        "per_device_train_batch_size=2 (with gradient_accumulation_steps=8) or auto_batch_size=true"
+        in lines[-1]
+    )
 
 
 def test_fitting_run_is_unchanged(monkeypatch):
@@ -67,8 +80,11 @@ def test_oom_during_training_is_one_line_with_the_fix(monkeypatch):
     def boom(**kw):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    trainer = SimpleNamespace(train=boom, args=SimpleNamespace(device=torch.device("cpu")),
-                              state=SimpleNamespace(global_step=7))
+    trainer = SimpleNamespace(
+        train=boom,
+        args=SimpleNamespace(device=torch.device("cpu")),
+        state=SimpleNamespace(global_step=7),
+    )
     with pytest.raises(RuntimeFailure) as info:
         _run(trainer, cfg, None)
     msg = str(info.value)
@@ -80,7 +96,10 @@ def test_other_runtime_errors_pass_through():
     def bad(**kw):
         raise RuntimeError("shape mismatch")
 
-    trainer = SimpleNamespace(train=bad, args=SimpleNamespace(device=torch.device("cpu")),
-                              state=SimpleNamespace(global_step=0))
+    trainer = SimpleNamespace(
+        train=bad,
+        args=SimpleNamespace(device=torch.device("cpu")),
+        state=SimpleNamespace(global_step=0),
+    )
     with pytest.raises(RuntimeError, match="shape mismatch"):
         _run(trainer, _cfg(), None)

@@ -17,13 +17,21 @@ def test_throughput_and_mfu_per_window():
     meter.add(tokens=500, trained=120)
     meter.add(tokens=500, trained=80)
     clock.t += 2.0
-    assert meter.window() == {"tokens_per_s": 500.0, "trained_tokens_per_s": 100.0,
-                              "tflops": 0.5, "mfu": 0.5}
+    assert meter.window() == {
+        "tokens_per_s": 500.0,
+        "trained_tokens_per_s": 100.0,
+        "tflops": 0.5,
+        "mfu": 0.5,
+    }
     assert (meter.tokens, meter.trained_tokens) == (1000, 200)
     meter.add(tokens=100, trained=10)
     clock.t += 1.0
-    assert meter.window() == {"tokens_per_s": 100.0, "trained_tokens_per_s": 10.0,
-                              "tflops": 0.1, "mfu": 0.1}
+    assert meter.window() == {
+        "tokens_per_s": 100.0,
+        "trained_tokens_per_s": 10.0,
+        "tflops": 0.1,
+        "mfu": 0.1,
+    }
 
 
 def test_mfu_absent_without_peak():

@@ -27,8 +27,10 @@ def _dataset(n: int = 16):
 
 def _collate(features):
     width = max(len(f["input_ids"]) for f in features)
+
     def pad(seq, value):
         return seq + [value] * (width - len(seq))
+
     return {
         "input_ids": torch.tensor([pad(f["input_ids"], 0) for f in features]),
         "attention_mask": torch.tensor([pad([1] * len(f["input_ids"]), 0) for f in features]),
@@ -54,16 +56,35 @@ def _run(model_dir, run_dir, stop_at=None, resume=None, hook=None):
                 control.should_training_stop = True
 
     args = TrainingArguments(
-        output_dir=str(run_dir), max_steps=6, per_device_train_batch_size=2,
-        gradient_accumulation_steps=2, learning_rate=1e-2, logging_steps=1, save_steps=3,
-        report_to=[], use_cpu=True, seed=7, data_seed=7, disable_tqdm=True,
-        remove_unused_columns=False, lr_scheduler_type="cosine", warmup_steps=1,
+        output_dir=str(run_dir),
+        max_steps=6,
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=2,
+        learning_rate=1e-2,
+        logging_steps=1,
+        save_steps=3,
+        report_to=[],
+        use_cpu=True,
+        seed=7,
+        data_seed=7,
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        lr_scheduler_type="cosine",
+        warmup_steps=1,
     )
     model = _lora_model(model_dir)
     meter = ThroughputMeter(flops_per_token=1e6, peak_flops=1e12)
-    trainer = build_trainer(run_dir=run_dir, meter=meter, keep=None, on_step=hook, model=model,
-                            args=args, train_dataset=_dataset(), data_collator=_collate,
-                            callbacks=[Stop()])
+    trainer = build_trainer(
+        run_dir=run_dir,
+        meter=meter,
+        keep=None,
+        on_step=hook,
+        model=model,
+        args=args,
+        train_dataset=_dataset(),
+        data_collator=_collate,
+        callbacks=[Stop()],
+    )
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 

@@ -18,14 +18,26 @@ from danlu.utils.errors import DanluError
 COMMANDS: dict[str, tuple[str, str]] = {
     "env": ("env", "hardware and versions report (GPUs, CUDA, topology, RAM)"),
     "config": ("config_cmd", "check a config (and overrides) and print it resolved; list keys"),
-    "data": ("data_cmd", "preview the tokenised data: trained spans, token counts, the data report"),
-    "train": ("train", "fine-tune: stage pt|sft, any method; resumable; writes OUTPUT_DIR (DESIGN §5)"),
+    "data": (
+        "data_cmd",
+        "preview the tokenised data: trained spans, token counts, the data report",
+    ),
+    "train": (
+        "train",
+        "fine-tune: stage pt|sft, any method; resumable; writes OUTPUT_DIR (DESIGN §5)",
+    ),
     "merge": ("merge", "merge a LoRA adapter into its base model and save full HF weights"),
-    "eval": ("eval_cmd", "evaluate models: BLEU/ROUGE on generations, multiple choice, perplexity; compare"),
+    "eval": (
+        "eval_cmd",
+        "evaluate models: BLEU/ROUGE on generations, multiple choice, perplexity; compare",
+    ),
     "estimate": ("estimate", "per-device memory breakdown of a training or inference setup"),
     "plan": ("plan_cmd", "the fastest configuration that fits your GPUs, and how to launch it"),
     "demo": ("demo", "run the main job end to end on the embedded default model"),
-    "chat": ("chat", "multi-turn terminal chat with a model or a run (streaming; -q for one question)"),
+    "chat": (
+        "chat",
+        "multi-turn terminal chat with a model or a run (streaming; -q for one question)",
+    ),
     "serve": ("serve", "OpenAI-compatible API server with a web chat page (127.0.0.1 by default)"),
 }
 

@@ -25,8 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_arguments(preview)
-    preview.add_argument("--n", type=int, default=3, metavar="N", help="samples to show (default 3)")
-    preview.add_argument("--json", action="store_true", help="one JSON object per sample, then the report")
+    preview.add_argument(
+        "--n", type=int, default=3, metavar="N", help="samples to show (default 3)"
+    )
+    preview.add_argument(
+        "--json", action="store_true", help="one JSON object per sample, then the report"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,7 +61,9 @@ def _parts(row: dict) -> list[tuple[str, list[int], list[int]]]:
     """(label, input_ids, labels) for a plain sample or the two halves of a preference pair."""
     if "input_ids" in row:
         return [("", row["input_ids"], row["labels"])]
-    return [(side, row[f"{side}_input_ids"], row[f"{side}_labels"]) for side in ("chosen", "rejected")]
+    return [
+        (side, row[f"{side}_input_ids"], row[f"{side}_labels"]) for side in ("chosen", "rejected")
+    ]
 
 
 def _trained(labels: list[int]) -> int:

@@ -25,10 +25,17 @@ QUESTIONS = ["Who are you?", "你是谁？", "How should I brew green tea?"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default=None,
-                        help="demo run config (default: examples/demo.yaml of the danlu checkout)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="override demo config keys, e.g. max_steps=10 output_dir=runs/x")
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="demo run config (default: examples/demo.yaml of the danlu checkout)",
+    )
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="override demo config keys, e.g. max_steps=10 output_dir=runs/x",
+    )
     parser.add_argument("--max-new-tokens", type=int, default=60)
 
 
@@ -36,13 +43,17 @@ def run(args: argparse.Namespace) -> int:
     from danlu.train.engine import train
 
     cfg = load_config(_demo_config(args.config), args.overrides)
-    say(f"model {cfg.model}, method {cfg.method}, {len(cfg.data)} data sources, "
-        f"{cfg.max_steps} steps -> {cfg.output_dir}")
+    say(
+        f"model {cfg.model}, method {cfg.method}, {len(cfg.data)} data sources, "
+        f"{cfg.max_steps} steps -> {cfg.output_dir}"
+    )
     _ask("before fine-tuning", ModelArgs(model=cfg.model), args.max_new_tokens)
     t0 = time.perf_counter()
     result = train(cfg, log=say)
-    say(f"trained {result.global_step} steps in {time.perf_counter() - t0:.0f}s, "
-        f"final loss {result.train_loss:.3f}; metrics in {result.run_dir / 'metrics.jsonl'}")
+    say(
+        f"trained {result.global_step} steps in {time.perf_counter() - t0:.0f}s, "
+        f"final loss {result.train_loss:.3f}; metrics in {result.run_dir / 'metrics.jsonl'}"
+    )
     tuned = ModelArgs(model=cfg.model, adapter=str(result.final_dir))
     _ask("after fine-tuning", tuned, args.max_new_tokens)
     _report(cfg, result.final_dir, args.max_new_tokens)
@@ -54,15 +65,25 @@ def _report(cfg: Any, adapter: Path, max_new_tokens: int) -> None:
     """Before/after on data the run never saw: the `*_eval.jsonl` beside each training file."""
     from danlu.eval import compare
 
-    held_out = [str(p) for src in cfg.data
-                if (p := Path(src.path).with_name(Path(src.path).stem + "_eval.jsonl")).is_file()]
+    held_out = [
+        str(p)
+        for src in cfg.data
+        if (p := Path(src.path).with_name(Path(src.path).stem + "_eval.jsonl")).is_file()
+    ]
     if not held_out:
         say("eval: no held-out files (NAME_eval.jsonl beside the data) found; report skipped")
         return
     out = Path(cfg.output_dir) / "eval"
     say(f"--- before/after on {', '.join(held_out)} -> {out}/report.md ---")
-    compare({"fine-tuned": str(adapter)}, held_out, model=cfg.model, output_dir=str(out),
-            settings={"eval_max_new_tokens": max_new_tokens}, log=print, quiet=True)
+    compare(
+        {"fine-tuned": str(adapter)},
+        held_out,
+        model=cfg.model,
+        output_dir=str(out),
+        settings={"eval_max_new_tokens": max_new_tokens},
+        log=print,
+        quiet=True,
+    )
 
 
 def _serve_and_ask(model_args: ModelArgs, max_new_tokens: int) -> None:
@@ -78,11 +99,16 @@ def _serve_and_ask(model_args: ModelArgs, max_new_tokens: int) -> None:
         say(f"--- danlu serve on {server.url} (OpenAI API at {server.base_url}) ---")
         client = OpenAI(base_url=server.base_url, api_key="demo")
         reply = client.chat.completions.create(
-            model=server.engine.name, messages=[{"role": "user", "content": QUESTIONS[0]}],
-            max_tokens=max_new_tokens, temperature=0)
+            model=server.engine.name,
+            messages=[{"role": "user", "content": QUESTIONS[0]}],
+            max_tokens=max_new_tokens,
+            temperature=0,
+        )
         print(f"openai client: {QUESTIONS[0]}\nserver: {reply.choices[0].message.content}")
-        say(f"usage: {reply.usage.prompt_tokens} prompt + {reply.usage.completion_tokens} "
-            f"completion tokens; server stopped")
+        say(
+            f"usage: {reply.usage.prompt_tokens} prompt + {reply.usage.completion_tokens} "
+            f"completion tokens; server stopped"
+        )
 
 
 def _demo_config(given: str | None) -> Path:
@@ -92,7 +118,9 @@ def _demo_config(given: str | None) -> Path:
         candidate = root / "examples" / "demo.yaml"
         if candidate.is_file():
             return candidate
-    raise UsageError("demo: examples/demo.yaml not found; run from the danlu checkout or pass --config")
+    raise UsageError(
+        "demo: examples/demo.yaml not found; run from the danlu checkout or pass --config"
+    )
 
 
 def _ask(title: str, model_args: ModelArgs, max_new_tokens: int) -> None:
@@ -104,8 +132,12 @@ def _ask(title: str, model_args: ModelArgs, max_new_tokens: int) -> None:
 
 def _stream(loaded: Any, question: str, max_new_tokens: int) -> None:
     sys.stdout.write(f"user: {question}\nassistant: ")
-    for piece in stream_chat(loaded.model, loaded.tokenizer, [{"role": "user", "content": question}],
-                             max_new_tokens=max_new_tokens):
+    for piece in stream_chat(
+        loaded.model,
+        loaded.tokenizer,
+        [{"role": "user", "content": question}],
+        max_new_tokens=max_new_tokens,
+    ):
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")

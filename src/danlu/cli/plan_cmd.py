@@ -32,8 +32,15 @@ def hardware_from_args(args: argparse.Namespace) -> Hardware:
     if args.nodes < 1:
         raise UsageError(f"--nodes must be >= 1, got {args.nodes}")
     host = args.host_ram_gb * GIB if args.host_ram_gb else None
-    return Hardware(gpus_per_node=count, gpu_bytes=mem, nodes=args.nodes, nvlink=args.nvlink,
-                    network_gbps=parse_rate(args.network), tflops=args.tflops, host_bytes=host)
+    return Hardware(
+        gpus_per_node=count,
+        gpu_bytes=mem,
+        nodes=args.nodes,
+        nvlink=args.nvlink,
+        network_gbps=parse_rate(args.network),
+        tflops=args.tflops,
+        host_bytes=host,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,15 +53,33 @@ def run(args: argparse.Namespace) -> int:
         print(plan_text(result, hw, model))
         return 0 if result.chosen else 1
     chosen = result.chosen
-    print(json.dumps({
-        "hardware": asdict(hw), "global_batch": result.global_batch,
-        "chosen": chosen and {"layout": chosen.layout.name, "peak_bytes": chosen.est.peak,
-                              "seconds_per_step": chosen.seconds,
-                              "config": config_fragment(model, chosen.setup),
-                              "launch": launch_command(hw)},
-        "options": [{"layout": o.layout.name, "gradient_checkpointing": o.setup.grad_ckpt,
-                     "fits": o.fits, "micro_batch": o.setup.micro_batch,
-                     "peak_bytes": o.est.peak, "seconds_per_step": o.seconds} for o in result.options],
-        "suggestion": result.suggestion,
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "hardware": asdict(hw),
+                "global_batch": result.global_batch,
+                "chosen": chosen
+                and {
+                    "layout": chosen.layout.name,
+                    "peak_bytes": chosen.est.peak,
+                    "seconds_per_step": chosen.seconds,
+                    "config": config_fragment(model, chosen.setup),
+                    "launch": launch_command(hw),
+                },
+                "options": [
+                    {
+                        "layout": o.layout.name,
+                        "gradient_checkpointing": o.setup.grad_ckpt,
+                        "fits": o.fits,
+                        "micro_batch": o.setup.micro_batch,
+                        "peak_bytes": o.est.peak,
+                        "seconds_per_step": o.seconds,
+                    }
+                    for o in result.options
+                ],
+                "suggestion": result.suggestion,
+            },
+            indent=2,
+        )
+    )
     return 0 if chosen else 1

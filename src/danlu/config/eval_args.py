@@ -74,6 +74,3 @@ class EvalArgs:
     """BLEU/ROUGE definition: `standard` = BLEU-4 and ROUGE-1/2/L on jieba words with clipped
     n-gram counts (rouge-score); `chatglm` = exactly ChatGLM's/LLaMA-Factory's scripts (BLEU-4 on
     characters, ROUGE on unique n-grams as rouge-chinese). See docs/eval.md."""
-
-
-

@@ -55,6 +55,9 @@ class PairCollator:
     pad_to_multiple_of: int | None = None
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        rows = [{"input_ids": f[f"{k}_ids"], "labels": f[f"{k}_labels"]}
-                for k in ("chosen", "rejected") for f in features]
+        rows = [
+            {"input_ids": f[f"{k}_ids"], "labels": f[f"{k}_labels"]}
+            for k in ("chosen", "rejected")
+            for f in features
+        ]
         return Collator(self.pad_id, self.pad_to_multiple_of)(rows)

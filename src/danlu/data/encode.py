@@ -43,7 +43,9 @@ def encode_conversation(
         raise ValueError(f"encode_conversation: stage {stage!r} needs encode_pair")
     if not any(m.role in MODEL_ROLES for m in conv.messages):
         return EncodeResult([], [], dropped=NO_ASSISTANT)
-    return _encode_truncated(conv.messages, tools_of(conv), tokenizer, template, args, args.train_on)
+    return _encode_truncated(
+        conv.messages, tools_of(conv), tokenizer, template, args, args.train_on
+    )
 
 
 def encode_messages(
@@ -66,7 +68,12 @@ def encode_messages(
 
 
 def _encode_truncated(
-    messages: list[Message], tools: Any, tokenizer: Any, template: Template, args: DataArgs, train_on: str
+    messages: list[Message],
+    tools: Any,
+    tokenizer: Any,
+    template: Template,
+    args: DataArgs,
+    train_on: str,
 ) -> EncodeResult:
     system, rounds = split_rounds(messages)
     res = encode_messages(messages, tools, tokenizer, template, train_on)
@@ -86,7 +93,9 @@ def _flat(rounds: list[list[Message]]) -> list[Message]:
     return [m for r in rounds for m in r]
 
 
-def encode_document(conv: Conversation, tokenizer: Any, template: Template, args: DataArgs) -> EncodeResult:
+def encode_document(
+    conv: Conversation, tokenizer: Any, template: Template, args: DataArgs
+) -> EncodeResult:
     """`stage: pt`: every token trained, EOS appended; text beyond cutoff_len is cut off."""
     if conv.text is not None:
         ids = list(tokenizer(conv.text, add_special_tokens=True)["input_ids"]) if conv.text else []
@@ -119,7 +128,9 @@ class PairResult:
         return self.chosen.input_ids[: self.prompt_len]
 
 
-def encode_pair(conv: Conversation, tokenizer: Any, template: Template, args: DataArgs) -> PairResult:
+def encode_pair(
+    conv: Conversation, tokenizer: Any, template: Template, args: DataArgs
+) -> PairResult:
     """`stage: rm | dpo`: prompt + chosen and prompt + rejected, only the final answer trained.
 
     Both are truncated together (same rounds dropped, same source cut) so they keep one prompt.
@@ -149,14 +160,20 @@ def _longest(pair: tuple[EncodeResult, EncodeResult]) -> int:
     return max(len(r.input_ids) for r in pair)
 
 
-def _cap_pair(pair: tuple[EncodeResult, EncodeResult], args: DataArgs, truncated: bool) -> PairResult:
+def _cap_pair(
+    pair: tuple[EncodeResult, EncodeResult], args: DataArgs, truncated: bool
+) -> PairResult:
     # The shared prompt is capped once, against the longer of the two answers.
     k = min(first_trained(r.labels) for r in pair)
     n_tgt = max(len(r.input_ids) - k for r in pair)
-    keep_src, keep_tgt = cap_split(k, n_tgt, args.cutoff_len, args.max_source_len, args.max_target_len)
+    keep_src, keep_tgt = cap_split(
+        k, n_tgt, args.cutoff_len, args.max_source_len, args.max_target_len
+    )
     cut = truncated or keep_src < k or any(len(r.input_ids) - k > keep_tgt for r in pair)
     out = [
-        EncodeResult(r.input_ids[k - keep_src : k + keep_tgt], r.labels[k - keep_src : k + keep_tgt], cut)
+        EncodeResult(
+            r.input_ids[k - keep_src : k + keep_tgt], r.labels[k - keep_src : k + keep_tgt], cut
+        )
         for r in pair
     ]
     dropped = None if all(has_trained(r.labels) for r in out) else NO_TRAINED

@@ -72,7 +72,9 @@ def _decode_line(raw: bytes) -> str | BadRecord:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        return BadRecord("invalid UTF-8", f"invalid UTF-8: byte 0x{raw[e.start]:02x} at column {e.start + 1}")
+        return BadRecord(
+            "invalid UTF-8", f"invalid UTF-8: byte 0x{raw[e.start]:02x} at column {e.start + 1}"
+        )
 
 
 def _parse_json(text: str) -> Any:
@@ -216,7 +218,9 @@ def _read_csv(path: Path) -> Iterator[RawRecord]:
                 text = _decode_line(raw)
                 if isinstance(text, BadRecord):
                     pending.append((lineno, text))
-                    text = "\n"  # the csv module skips a blank row: the bad line is reported instead
+                    text = (
+                        "\n"  # the csv module skips a blank row: the bad line is reported instead
+                    )
                 yield text
 
     reader = csv.DictReader(lines())

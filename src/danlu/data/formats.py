@@ -16,7 +16,15 @@ from typing import Any
 from danlu.data.bad import BadRecord
 from danlu.data.types import MODEL_ROLES, Conversation, Message
 
-FORMAT_NAMES = ("alpaca", "prompt_response", "conversations", "messages", "sharegpt", "text", "pairwise")
+FORMAT_NAMES = (
+    "alpaca",
+    "prompt_response",
+    "conversations",
+    "messages",
+    "sharegpt",
+    "text",
+    "pairwise",
+)
 
 ROLE_STYLE = {
     "system": "system", "user": "user", "assistant": "assistant",
@@ -56,7 +64,9 @@ def to_conversation(record: Any, fmt: str, source: str) -> Conversation:
 
 
 def _kind(value: Any) -> str:
-    return {list: "a list", str: "a string", dict: "an object"}.get(type(value), type(value).__name__)
+    return {list: "a list", str: "a string", dict: "an object"}.get(
+        type(value), type(value).__name__
+    )
 
 
 def _field(record: dict, name: str, fmt: str, required: bool = True) -> str:
@@ -122,10 +132,15 @@ def _text(record: dict, source: str) -> Conversation:
 
 
 def _turns_key(record: dict, fmt: str) -> str:
-    for key in ("conversations", "messages") if fmt != "messages" else ("messages", "conversations"):
+    for key in (
+        ("conversations", "messages") if fmt != "messages" else ("messages", "conversations")
+    ):
         if key in record:
             return key
-    raise BadRecord("missing field", f"missing field '{'messages' if fmt == 'messages' else 'conversations'}' (format {fmt})")
+    raise BadRecord(
+        "missing field",
+        f"missing field '{'messages' if fmt == 'messages' else 'conversations'}' (format {fmt})",
+    )
 
 
 def parse_turns(record: dict, fmt: str) -> list[Message]:
@@ -244,7 +259,9 @@ def _pairwise(record: dict, source: str) -> Conversation:
     else:
         prompt = _prompt_turns(record, "pairwise")
     if prompt[-1].role in MODEL_ROLES:
-        raise BadRecord("prompt ends with a model turn", "the prompt must end with a user or observation turn")
+        raise BadRecord(
+            "prompt ends with a model turn", "the prompt must end with a user or observation turn"
+        )
     check_turns(prompt, first_turn=1, need_model=False)
     chosen, rejected = _choice(record, "chosen"), _choice(record, "rejected")
     return Conversation(prompt, source, tools=_tools(record), chosen=chosen, rejected=rejected)

@@ -33,12 +33,16 @@ class Pack:
 
     def add(self, ids: Sequence[int], labels: Sequence[int]) -> None:
         self.input_ids.extend(ids)
-        self.labels.extend([IGNORE, *labels[1:]])  # see the module docstring: no cross-sample target
+        self.labels.extend(
+            [IGNORE, *labels[1:]]
+        )  # see the module docstring: no cross-sample target
         self.position_ids.extend(range(len(ids)))
         self.lengths.append(len(ids))
 
 
-def pack_samples(samples: Iterable[tuple[Sequence[int], Sequence[int]]], cutoff_len: int) -> list[Pack]:
+def pack_samples(
+    samples: Iterable[tuple[Sequence[int], Sequence[int]]], cutoff_len: int
+) -> list[Pack]:
     """Best-fit packing of (input_ids, labels) samples into packs of at most `cutoff_len` tokens.
 
     Each sample goes to the open pack with the least room that still fits it (else a new pack),
@@ -49,7 +53,9 @@ def pack_samples(samples: Iterable[tuple[Sequence[int], Sequence[int]]], cutoff_
     for ids, labels in samples:
         n = len(ids)
         if n > cutoff_len:
-            raise ValueError(f"pack_samples: a sample of {n} tokens exceeds cutoff_len {cutoff_len}")
+            raise ValueError(
+                f"pack_samples: a sample of {n} tokens exceeds cutoff_len {cutoff_len}"
+            )
         at = bisect_left(room, (n, -1))
         if at < len(room):
             free, index = room.pop(at)
@@ -82,8 +88,9 @@ class PackCollator:
             "input_ids": torch.tensor([_fill(p.input_ids, length, self.pad_id) for p in packs]),
             "labels": torch.tensor([_fill(p.labels, length, IGNORE) for p in packs]),
             # the padding tail counts from 0 like one more sample, so it never joins the last sample
-            "position_ids": torch.tensor([p.position_ids + list(range(length - len(p.input_ids)))
-                                          for p in packs]),
+            "position_ids": torch.tensor(
+                [p.position_ids + list(range(length - len(p.input_ids))) for p in packs]
+            ),
         }
         if self.mask == "4d":
             batch["attention_mask"] = block_causal_mask(packs, length, self.dtype or torch.float32)
@@ -94,8 +101,9 @@ class PackCollator:
 
 def _as_pack(row: dict[str, Any]) -> Pack:
     """A row of `pack_dataset` (labels already shifted-safe) back into a Pack."""
-    return Pack(list(row["input_ids"]), list(row["labels"]), list(row["position_ids"]),
-                list(row["lengths"]))
+    return Pack(
+        list(row["input_ids"]), list(row["labels"]), list(row["position_ids"]), list(row["lengths"])
+    )
 
 
 PACK_WINDOW = 20_000
@@ -114,9 +122,16 @@ def pack_dataset(ds: Any, cutoff_len: int, window: int = PACK_WINDOW) -> Any:
     def rows() -> Any:
         for start in range(0, len(ds), window):
             chunk = ds[start : start + window]
-            for p in pack_samples(zip(chunk["input_ids"], chunk["labels"], strict=True), cutoff_len):
-                yield {"input_ids": p.input_ids, "labels": p.labels, "position_ids": p.position_ids,
-                       "lengths": p.lengths, "length": len(p.input_ids)}
+            for p in pack_samples(
+                zip(chunk["input_ids"], chunk["labels"], strict=True), cutoff_len
+            ):
+                yield {
+                    "input_ids": p.input_ids,
+                    "labels": p.labels,
+                    "position_ids": p.position_ids,
+                    "lengths": p.lengths,
+                    "length": len(p.input_ids),
+                }
 
     return datasets.Dataset.from_generator(rows, keep_in_memory=False)
 

@@ -67,13 +67,17 @@ def build_dataset(
     """(train, eval or None, report) from a Config (or a bare DataArgs plus stage and seed)."""
     args, stage, seed = _resolve(cfg, stage, seed)
     if not args.data:
-        raise UsageError("data: no data sources configured (set data: to a file, directory or glob)")
+        raise UsageError(
+            "data: no data sources configured (set data: to a file, directory or glob)"
+        )
     say = log or _log.info
     parts = [_prepare(i, src, args, stage, tokenizer, encoder or default_encoder, say)
              for i, src in enumerate(args.data)]  # fmt: skip
     weights = [src.weight for src in args.data]
     m = mix([len(ds) for ds, _ in parts], weights, args.val_size, seed)
-    report = build_report(stage, [s for _, s in parts], m, [row_counts(ds) for ds, _ in parts], weights)
+    report = build_report(
+        stage, [s for _, s in parts], m, [row_counts(ds) for ds, _ in parts], weights
+    )
     full = _concat([ds for ds, _ in parts])
     if not keep_source:
         full = full.remove_columns("source")
@@ -114,7 +118,9 @@ def _prepare(
     return datasets.Dataset.from_file(str(entry / cache.DATA_FILE)), stats
 
 
-def _key_parts(src: DataSource, args: DataArgs, stage: str, tokenizer: Any, factory: EncoderFactory) -> dict:
+def _key_parts(
+    src: DataSource, args: DataArgs, stage: str, tokenizer: Any, factory: EncoderFactory
+) -> dict:
     files = resolve_files(src.path) if is_local(src.path) else []
     settings = {k: getattr(args, k) for k in (
         "template", "cutoff_len", "max_source_len", "max_target_len", "train_on", "on_bad_record",
@@ -151,7 +157,9 @@ def _tokenise(
     start = time.perf_counter()
     try:
         convs = _check_stage(read_source(src, read, args.on_bad_record, index), stage, src, read)
-        tok = tokenize_to_arrow(convs, tmp / cache.DATA_FILE, factory, tokenizer, args, stage, workers)
+        tok = tokenize_to_arrow(
+            convs, tmp / cache.DATA_FILE, factory, tokenizer, args, stage, workers
+        )
         if tok.kept == 0:
             reasons = ", ".join(f"{n} {r}" for r, n in tok.dropped.most_common())
             raise UsageError(f"{src.path}: no samples left after tokenisation (dropped: {reasons})")
@@ -163,7 +171,9 @@ def _tokenise(
     stats = {**dataclasses.asdict(read), "kept": tok.kept, "truncated": tok.truncated,
              "dropped": dict(sorted(tok.dropped.items()))}  # fmt: skip
     secs = time.perf_counter() - start
-    say(f"data: {src.path}: tokenised {read.records} records in {secs:.1f}s with {workers} worker(s)")
+    say(
+        f"data: {src.path}: tokenised {read.records} records in {secs:.1f}s with {workers} worker(s)"
+    )
     return cache.commit(tmp, key, stats), stats
 
 

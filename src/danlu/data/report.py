@@ -43,7 +43,9 @@ def percentiles(lengths: np.ndarray) -> dict[str, float]:
             "max": int(lengths.max()), "mean": round(float(lengths.mean()), 2)}  # fmt: skip
 
 
-def build_report(stage: str, sources: list[dict], m: Mix, counts: list[tuple], weights: list[float]) -> dict:
+def build_report(
+    stage: str, sources: list[dict], m: Mix, counts: list[tuple], weights: list[float]
+) -> dict:
     """Assemble the report from per-source stats, the mix and per-row (length, trained) counts."""
     sizes = [len(c[0]) for c in counts]
     lengths = np.concatenate([c[0] for c in counts])
@@ -86,12 +88,15 @@ def _mix_report(sources: list[dict], m: Mix, sizes: list[int], weights: list[flo
         "weights": {s["path"]: w for s, w in zip(sources, weights, strict=True)},
         "train": {s["path"]: int(c) for s, c in zip(sources, train, strict=True)},
         "eval": {s["path"]: int(c) for s, c in zip(sources, evals, strict=True)},
-        "train_fraction": {s["path"]: round(int(c) / n, 4) for s, c in zip(sources, train, strict=True)},
+        "train_fraction": {
+            s["path"]: round(int(c) / n, 4) for s, c in zip(sources, train, strict=True)
+        },
     }
 
 
 def summary(report: dict) -> str:
     """`N kept, N truncated, N dropped (reason: n), N bad records skipped (reason: n)`."""
+
     def reasons(d: dict[str, int]) -> str:
         return f" ({', '.join(f'{k}: {v}' for k, v in d.items())})" if d else ""
 

@@ -35,7 +35,13 @@ def model_turn_spans(
 
 
 def _turn_span(
-    tokenizer: Any, template: Template, hf: list[dict], rendered: str, tools: Any, i: int, closer: str
+    tokenizer: Any,
+    template: Template,
+    hf: list[dict],
+    rendered: str,
+    tools: Any,
+    i: int,
+    closer: str,
 ) -> Span:
     probe = [*hf[:i], {"role": "assistant", "content": SENTINEL}, *hf[i + 1 :]]
     other = template.render(tokenizer, probe, tools)
@@ -68,7 +74,9 @@ def _common_prefix_len(a: str, b: str) -> int:
     return lo
 
 
-def tokenize_with_offsets(tokenizer: Any, text: str, spans: list[Span]) -> tuple[list[int], list[Span]]:
+def tokenize_with_offsets(
+    tokenizer: Any, text: str, spans: list[Span]
+) -> tuple[list[int], list[Span]]:
     """Token ids of `text` (no added special tokens) and each token's character span."""
     if getattr(tokenizer, "is_fast", True):
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)

@@ -32,17 +32,26 @@ class Template:
     """id(tokenizer) -> (tokenizer, closer); holding the tokenizer keeps its id from being reused."""
 
     def render(
-        self, tokenizer: Any, messages: list[dict], tools: Any = None, generation_prompt: bool = False
+        self,
+        tokenizer: Any,
+        messages: list[dict],
+        tools: Any = None,
+        generation_prompt: bool = False,
     ) -> str:
         """The template's text for HF-style `messages` (see `to_hf_messages`)."""
         try:
             return tokenizer.apply_chat_template(
-                messages, tools=tools or None, chat_template=self.source, tokenize=False,
+                messages,
+                tools=tools or None,
+                chat_template=self.source,
+                tokenize=False,
                 add_generation_prompt=generation_prompt,
             )
         except Exception as exc:  # jinja2 errors and templates' raise_exception()
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UsageError(f"template '{self.name}' cannot render this conversation: {reason}") from exc
+            raise UsageError(
+                f"template '{self.name}' cannot render this conversation: {reason}"
+            ) from exc
 
     def closer(self, tokenizer: Any) -> str:
         """The end-of-turn text that closes an assistant turn (e.g. `<|im_end|>`), '' if none.

@@ -45,7 +45,7 @@ def _chatml(default_system: str | None) -> str:
         "{%- elif sys -%}{{- '<|im_start|>system\\n' + sys + '<|im_end|>\\n' -}}"
         "{%- endif -%}"
         "{%- set msgs = messages[1:] if has_sys else messages -%}"
-    "{%- for m in msgs -%}"
+        "{%- for m in msgs -%}"
         "{%- if m.role == 'assistant' and m.tool_calls -%}"
         "{{- '<|im_start|>assistant\\n' + ((m.content + '\\n') if m.content else '') -}}"
         + _calls("<tool_call>\n", "\n</tool_call>")

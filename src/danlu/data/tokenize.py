@@ -71,7 +71,11 @@ def _encode_batch(batch: list[Conversation]) -> tuple[Any, TokStats]:
             continue
         stats.kept += 1
         stats.truncated += bool(result.truncated)
-        parts = [("chosen_", result.chosen), ("rejected_", result.rejected)] if pairwise else [("", result)]
+        parts = (
+            [("chosen_", result.chosen), ("rejected_", result.rejected)]
+            if pairwise
+            else [("", result)]
+        )
         for prefix, r in parts:
             rows[f"{prefix}input_ids"].append(r.input_ids)
             rows[f"{prefix}labels"].append(r.labels)
@@ -105,7 +109,9 @@ def tokenize_to_arrow(
     total = TokStats()
     writer = None
     try:
-        for record_batch, stats in _results(batches(convs), factory, tokenizer, args, stage, workers):
+        for record_batch, stats in _results(
+            batches(convs), factory, tokenizer, args, stage, workers
+        ):
             if writer is None:
                 writer = pa.ipc.new_stream(str(out), record_batch.schema)
             total.add(stats)

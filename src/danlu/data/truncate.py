@@ -27,7 +27,11 @@ def split_rounds(messages: list[Message]) -> tuple[list[Message], list[list[Mess
 
 
 def cap_lengths(
-    ids: list[int], labels: list[int], cutoff_len: int, max_source: int | None, max_target: int | None
+    ids: list[int],
+    labels: list[int],
+    cutoff_len: int,
+    max_source: int | None,
+    max_target: int | None,
 ) -> tuple[list[int], list[int], bool]:
     """Cut (ids, labels) to the source/target caps and `cutoff_len`; also say whether anything was cut."""
     k = first_trained(labels)

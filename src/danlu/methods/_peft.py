@@ -67,7 +67,9 @@ def task_type() -> Any:
 
 
 def hidden_size(model: Any) -> int:
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    config = (
+        model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    )
     return int(getattr(config, "hidden_size", None) or config.d_model)
 
 

@@ -12,7 +12,9 @@ from danlu.utils.errors import UsageError
 @register("freeze", "freeze", is_adapter=False)
 def prepare(model: Any, params: FreezeArgs, ctx: MethodContext) -> Any:
     if ctx.adapter:
-        raise UsageError("method 'freeze' trains base weights, but `adapter` is set; merge it first")
+        raise UsageError(
+            "method 'freeze' trains base weights, but `adapter` is set; merge it first"
+        )
     prefixes = _chosen_blocks(model, params.freeze_trainable_layers)
     wanted = params.freeze_trainable_modules
     for name, p in model.named_parameters():

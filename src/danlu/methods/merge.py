@@ -34,8 +34,13 @@ def merge_lora(
     adapter = Path(adapter_path).expanduser()
     _check_adapter(adapter)
     _check_base_not_quantized(Path(base_path).expanduser(), dequantize)
-    args = ModelArgs(model=str(base_path), adapter=str(adapter), device="cpu",
-                     allow_pickle=allow_pickle, model_dtype="float32" if dequantize else "auto")
+    args = ModelArgs(
+        model=str(base_path),
+        adapter=str(adapter),
+        device="cpu",
+        allow_pickle=allow_pickle,
+        model_dtype="float32" if dequantize else "auto",
+    )
     loaded = load_model(args)
     merged = loaded.model.merge_and_unload()
     with atomic_dir(out) as tmp:

@@ -56,7 +56,11 @@ def allow_checkpointing_with_prefix(peft_model: Any) -> None:
     """Make a prefix-tuned PeftModel train correctly with or without gradient checkpointing."""
     from transformers.modeling_layers import GradientCheckpointingLayer
 
-    layers = [m for m in peft_model.get_base_model().modules() if isinstance(m, GradientCheckpointingLayer)]
+    layers = [
+        m
+        for m in peft_model.get_base_model().modules()
+        if isinstance(m, GradientCheckpointingLayer)
+    ]
     for layer in layers:
         # Instance attribute: only this model's layers keep the cache when checkpointed.
         layer._can_checkpoint_with_cache = True

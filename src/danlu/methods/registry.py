@@ -52,7 +52,11 @@ METHODS: dict[str, Method] = {}
 
 
 def register(
-    name: str, params_section: str | None, *, on_step: StepHook | None = None, is_adapter: bool = True
+    name: str,
+    params_section: str | None,
+    *,
+    on_step: StepHook | None = None,
+    is_adapter: bool = True,
 ) -> Callable[[Prepare], Prepare]:
     """Decorator: register `prepare` as method `name`; returns it unchanged (stackable)."""
 
@@ -69,7 +73,9 @@ def get_method(name: str) -> Method:
     try:
         return METHODS[name]
     except KeyError:
-        raise UsageError(f"method '{name}' is unknown; known: {', '.join(sorted(METHODS))}") from None
+        raise UsageError(
+            f"method '{name}' is unknown; known: {', '.join(sorted(METHODS))}"
+        ) from None
 
 
 def prepare(model: Any, cfg: Any, total_steps: int | None = None) -> Any:

@@ -22,7 +22,9 @@ def read_new_tokens(tokens: list[str], file: str | None) -> list[str]:
         path = Path(file).expanduser()
         if not path.is_file():
             raise UsageError(f"new_tokens_file: {file} does not exist")
-        found += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        found += [
+            line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+        ]
     return list(dict.fromkeys(found))
 
 

@@ -117,10 +117,19 @@ class Arch:
         if target in _FUSED_QKV:
             return [(self.hidden, self.q_dim + 2 * self.kv_dim)]
         alias = {
-            "dense": "o_proj", "out_proj": "o_proj", "c_proj": "o_proj", "wo": "o_proj",
-            "dense_4h_to_h": "down_proj", "fc2": "down_proj", "w2": "down_proj",
-            "fc1": "up_proj", "w1": "gate_proj", "w3": "up_proj", "wq": "q_proj",
-            "wk": "k_proj", "wv": "v_proj",
+            "dense": "o_proj",
+            "out_proj": "o_proj",
+            "c_proj": "o_proj",
+            "wo": "o_proj",
+            "dense_4h_to_h": "down_proj",
+            "fc2": "down_proj",
+            "w2": "down_proj",
+            "fc1": "up_proj",
+            "w1": "gate_proj",
+            "w3": "up_proj",
+            "wq": "q_proj",
+            "wk": "k_proj",
+            "wv": "v_proj",
         }
         if target == "dense_h_to_4h":  # ChatGLM fuses gate and up into one matrix
             return [(self.hidden, self.intermediate * (2 if self.gated_mlp else 1))]

@@ -55,17 +55,28 @@ def estimate(arch: Arch, s: Setup) -> Estimate:
     temp = _optimizer_temp(arch, s, trainable)
     live_grads = st.gradients if s.accumulation > 1 else min(st.gradients, _head_grad(arch, s))
     comp = {
-        "weights": st.weights, "gradients": st.gradients, "optimizer_states": st.optimizer,
-        "master_weights": st.master, "activations": a.layers, "logits_loss": a.loss,
-        "optimizer_step_temp": temp, "zero3_buffers": _zero3_buffers(arch, s),
+        "weights": st.weights,
+        "gradients": st.gradients,
+        "optimizer_states": st.optimizer,
+        "master_weights": st.master,
+        "activations": a.layers,
+        "logits_loss": a.loss,
+        "optimizer_step_temp": temp,
+        "zero3_buffers": _zero3_buffers(arch, s),
         "overhead": s.framework_overhead,
     }
     static = st.weights + st.master + st.optimizer + comp["zero3_buffers"] + comp["overhead"]
     peak = static + max(a.layers + a.loss + live_grads, st.gradients + temp)
     return Estimate(
-        model=arch.name, params=arch.total_params(), trainable=trainable, components=comp,
-        peak=peak, host=_host(arch, s, st.host), nvme=st.nvme,
-        comm_bytes_per_step=_comm(trainable, s), compute_factor=(4 / 3 if s.grad_ckpt else 1.0),
+        model=arch.name,
+        params=arch.total_params(),
+        trainable=trainable,
+        components=comp,
+        peak=peak,
+        host=_host(arch, s, st.host),
+        nvme=st.nvme,
+        comm_bytes_per_step=_comm(trainable, s),
+        compute_factor=(4 / 3 if s.grad_ckpt else 1.0),
         notes=_notes(s),
     )
 
@@ -123,10 +134,17 @@ def _notes(s: Setup) -> list[str]:
 def _inference(arch: Arch, s: Setup) -> Estimate:
     st = model_states(arch, s, 0)
     comp = {
-        "weights": st.weights, "kv_cache": act.kv_cache_bytes(arch, s),
-        "activations": act.prefill_bytes(arch, s), "overhead": s.framework_overhead,
+        "weights": st.weights,
+        "kv_cache": act.kv_cache_bytes(arch, s),
+        "activations": act.prefill_bytes(arch, s),
+        "overhead": s.framework_overhead,
     }
     return Estimate(
-        model=arch.name, params=arch.total_params(), trainable=0, components=comp,
-        peak=sum(comp.values()), host=_host(arch, s, st.host), nvme=st.nvme,
+        model=arch.name,
+        params=arch.total_params(),
+        trainable=0,
+        components=comp,
+        peak=sum(comp.values()),
+        host=_host(arch, s, st.host),
+        nvme=st.nvme,
     )

@@ -8,9 +8,12 @@ from danlu.plan.setup import Setup
 
 # deepspeed preset -> (zero stage, optimizer offload, parameter offload)
 DEEPSPEED = {
-    "zero1": (1, "none", "none"), "zero2": (2, "none", "none"),
-    "zero2_offload": (2, "cpu", "none"), "zero3": (3, "none", "none"),
-    "zero3_offload": (3, "cpu", "cpu"), "zero3_nvme": (3, "nvme", "nvme"),
+    "zero1": (1, "none", "none"),
+    "zero2": (2, "none", "none"),
+    "zero2_offload": (2, "cpu", "none"),
+    "zero3": (3, "none", "none"),
+    "zero3_offload": (3, "cpu", "cpu"),
+    "zero3_nvme": (3, "nvme", "nvme"),
 }
 _OPTIM = {"adamw_torch": "adamw", "adamw_8bit": "adamw_8bit", "sgd": "sgd", "adafactor": "sgd"}
 
@@ -22,11 +25,17 @@ def setup_from_config(cfg: Any) -> tuple[str, dict[str, Any]]:
     if weights is None:
         weights = "fp16" if cfg.fp16 else "fp32" if cfg.model_dtype == "float32" else "bf16"
     fields: dict[str, Any] = {
-        "method": method, "lora_rank": cfg.lora_rank, "lora_targets": tuple(cfg.lora_target),
-        "pre_seq_len": cfg.pre_seq_len, "prefix_projection": cfg.prefix_projection,
-        "freeze_layers": cfg.freeze_trainable_layers, "weights": weights,
-        "optimizer": _OPTIM.get(cfg.optim, "adamw"), "micro_batch": cfg.per_device_train_batch_size,
-        "seq_len": cfg.cutoff_len, "grad_ckpt": cfg.gradient_checkpointing,
+        "method": method,
+        "lora_rank": cfg.lora_rank,
+        "lora_targets": tuple(cfg.lora_target),
+        "pre_seq_len": cfg.pre_seq_len,
+        "prefix_projection": cfg.prefix_projection,
+        "freeze_layers": cfg.freeze_trainable_layers,
+        "weights": weights,
+        "optimizer": _OPTIM.get(cfg.optim, "adamw"),
+        "micro_batch": cfg.per_device_train_batch_size,
+        "seq_len": cfg.cutoff_len,
+        "grad_ckpt": cfg.gradient_checkpointing,
         "accumulation": cfg.gradient_accumulation_steps,
     }
     if cfg.deepspeed in DEEPSPEED:
@@ -55,11 +64,15 @@ def config_fragment(model: str, s: Setup) -> dict[str, Any]:
         out["freeze_trainable_layers"] = s.freeze_layers
     if s.base_weights == "int4":
         out["quantization_bit"] = 4
-    out.update({
-        "cutoff_len": s.seq_len, "per_device_train_batch_size": s.micro_batch,
-        "gradient_accumulation_steps": s.accumulation,
-        "gradient_checkpointing": s.grad_ckpt, "bf16": s.compute_dtype == "bf16",
-    })
+    out.update(
+        {
+            "cutoff_len": s.seq_len,
+            "per_device_train_batch_size": s.micro_batch,
+            "gradient_accumulation_steps": s.accumulation,
+            "gradient_checkpointing": s.grad_ckpt,
+            "bf16": s.compute_dtype == "bf16",
+        }
+    )
     if s.optimizer == "adamw_8bit":
         out["optim"] = "adamw_8bit"
     preset = deepspeed_preset(s)

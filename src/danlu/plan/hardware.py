@@ -72,6 +72,8 @@ def detect_gpus() -> tuple[int, float]:
     except Exception:  # a broken CUDA install reads as "no GPU"
         n = 0
     if n == 0:
-        raise UsageError("no GPU detected; describe the target with --gpus COUNTxMEMORY, e.g. 2x24GB")
+        raise UsageError(
+            "no GPU detected; describe the target with --gpus COUNTxMEMORY, e.g. 2x24GB"
+        )
     smallest = min(torch.cuda.get_device_properties(i).total_memory for i in range(n))
     return n, float(smallest)

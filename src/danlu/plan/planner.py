@@ -65,15 +65,24 @@ def layouts(hw: Hardware, method: str) -> list[Layout]:
     if n > 1:
         # ZeRO-2 before ZeRO-1: the same traffic as DDP and less memory, so it wins ties
         out += [Layout(f"zero{k}", {"zero": k, "dp": n}) for k in (2, 1, 3)]
-    out += [Layout("zero2+offload", {"zero": 2, "dp": n, "offload_optimizer": "cpu"}),
-            Layout("zero3+offload", {"zero": 3, "dp": n, "offload_optimizer": "cpu", "offload_params": "cpu"})]
+    out += [
+        Layout("zero2+offload", {"zero": 2, "dp": n, "offload_optimizer": "cpu"}),
+        Layout(
+            "zero3+offload",
+            {"zero": 3, "dp": n, "offload_optimizer": "cpu", "offload_params": "cpu"},
+        ),
+    ]
     if hw.nodes == 1 and g > 1:
         out.append(Layout(f"pp{g}", {"pp": g, "dp": 1}))
     if hw.nodes > 1:
         tp = g if hw.nvlink else 1
         pp = hw.nodes if tp > 1 else n
-        out.append(Layout(f"3d(tp{tp},pp{pp},dp{n // (tp * pp)},zero1)",
-                          {"tp": tp, "pp": pp, "dp": n // (tp * pp), "zero": 1}))
+        out.append(
+            Layout(
+                f"3d(tp{tp},pp{pp},dp{n // (tp * pp)},zero1)",
+                {"tp": tp, "pp": pp, "dp": n // (tp * pp), "zero": 1},
+            )
+        )
     if method in ("lora", "adalora"):
         out.append(Layout("qlora", {"dp": n, "method": "qlora", "weights": "int4"}))
     if method in ("full", "freeze"):
@@ -97,7 +106,9 @@ def step_seconds(arch: Arch, s: Setup, hw: Hardware, est: Estimate, global_batch
     c = DTYPE_BYTES[s.compute_dtype]
     per_mb = s.micro_batch * s.seq_len * arch.hidden * c
     if s.tp > 1:
-        comm += comm_seconds(4 * arch.layers * per_mb * s.accumulation * 2 * (s.tp - 1) / s.tp, hw.intra_gbps)
+        comm += comm_seconds(
+            4 * arch.layers * per_mb * s.accumulation * 2 * (s.tp - 1) / s.tp, hw.intra_gbps
+        )
     if s.pp > 1:
         link = hw.network_gbps if hw.nodes > 1 else hw.intra_gbps
         comm += comm_seconds(2 * per_mb * s.accumulation * (s.pp - 1), link)
@@ -162,10 +173,18 @@ def suggest(arch: Arch, base: Setup, hw: Hardware, global_batch: int) -> str:
         n = hw.total_gpus + extra
         s = base.with_(zero=3, dp=n, grad_ckpt=True, micro_batch=1)
         if estimate(arch, s).peak <= hw.gpu_bytes * HEADROOM:
-            ideas.append(f"needs {extra} more {hw.gpu_bytes / 2**30:g} GB GPU(s) (ZeRO-3, checkpointing)")
+            ideas.append(
+                f"needs {extra} more {hw.gpu_bytes / 2**30:g} GB GPU(s) (ZeRO-3, checkpointing)"
+            )
             break
-    q = base.with_(method="qlora", weights="int4", grad_ckpt=True, micro_batch=1, dp=hw.total_gpus,
-                   zero=3 if hw.total_gpus > 1 else 0)
+    q = base.with_(
+        method="qlora",
+        weights="int4",
+        grad_ckpt=True,
+        micro_batch=1,
+        dp=hw.total_gpus,
+        zero=3 if hw.total_gpus > 1 else 0,
+    )
     if base.method != "qlora" and estimate(arch, q).peak <= hw.gpu_bytes * HEADROOM:
         ideas.append("or QLoRA (4-bit base, LoRA adapters) fits on this hardware")
     return "; ".join(ideas) or "nothing within 1024 GPUs of this size; use larger GPUs"

@@ -9,15 +9,33 @@ from typing import Literal
 # (int8) and the double-quantised 64-element block constants (NF4: 8-bit absmax per block
 # + fp32 per 256 blocks, ~0.127 bit/param, QLoRA paper §2) are added to the payload.
 DTYPE_BYTES: dict[str, float] = {
-    "fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "int8": 1.0, "int4": 0.5 + 0.127 / 8,
+    "fp32": 4.0,
+    "bf16": 2.0,
+    "fp16": 2.0,
+    "int8": 1.0,
+    "int4": 0.5 + 0.127 / 8,
 }
 # Optimizer state bytes per trainable parameter: AdamW keeps m and v in fp32 (8); bitsandbytes'
 # 8-bit AdamW keeps them in int8 with block scales (2 + 2*4/2048 ~ 2); SGD with momentum one
 # buffer; plain SGD none.
 OPTIMIZER_BYTES: dict[str, float] = {
-    "adamw": 8.0, "adamw_8bit": 2.0 + 8 / 2048, "sgd_momentum": 4.0, "sgd": 0.0,
+    "adamw": 8.0,
+    "adamw_8bit": 2.0 + 8 / 2048,
+    "sgd_momentum": 4.0,
+    "sgd": 0.0,
 }
-METHODS = ("full", "freeze", "lora", "qlora", "prefix", "ptuning_v2", "prompt", "ptuning", "ia3", "adalora")
+METHODS = (
+    "full",
+    "freeze",
+    "lora",
+    "qlora",
+    "prefix",
+    "ptuning_v2",
+    "prompt",
+    "ptuning",
+    "ia3",
+    "adalora",
+)
 CUDA_CONTEXT = 1.3e9
 """The seeds' CUDA context + kernels figure (~1.3 GB); newer CUDA with lazy loading needs less."""
 
@@ -78,7 +96,11 @@ class Setup:
 
     @property
     def base_weights(self) -> str:
-        return "int4" if self.method == "qlora" and self.weights not in ("int8", "int4") else self.weights
+        return (
+            "int4"
+            if self.method == "qlora" and self.weights not in ("int8", "int4")
+            else self.weights
+        )
 
     @property
     def trained_dtype(self) -> str:
@@ -97,7 +119,11 @@ class Setup:
         """Per trained parameter. torch's AdamW keeps m and v in the parameter's dtype, so pure
         16-bit training (no master copy) has 2 + 2 bytes of state, not 8."""
         full = OPTIMIZER_BYTES[self.optimizer]
-        if self.trained_dtype in ("bf16", "fp16") and not self.uses_master and self.optimizer != "adamw_8bit":
+        if (
+            self.trained_dtype in ("bf16", "fp16")
+            and not self.uses_master
+            and self.optimizer != "adamw_8bit"
+        ):
             return full / 2
         return full
 

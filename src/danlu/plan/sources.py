@@ -57,7 +57,9 @@ def load_arch(spec: str) -> Arch:
     if _HUB_ID.match(spec):
         return arch_from_config(_hub_config(spec), name=spec)
     names = ", ".join(sorted(a.name for a in set(table.values())))
-    raise UsageError(f"model '{spec}': no such file or folder, not a hub id, not a known name ({names})")
+    raise UsageError(
+        f"model '{spec}': no such file or folder, not a hub id, not a known name ({names})"
+    )
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -91,14 +93,26 @@ def arch_from_config(cfg: dict[str, Any], name: str = "model") -> Arch:
     ffn = _first(cfg, "intermediate_size", "ffn_hidden_size", "inner_hidden_size", "n_inner")
     bias = bool(cfg.get("add_bias_linear")) or mtype == "bloom" or "inner_hidden_size" in cfg
     return Arch(
-        name=name, hidden=hidden, layers=layers, heads=heads, kv_heads=kv, vocab=vocab,
-        intermediate=ffn or 4 * hidden, head_dim=_first(cfg, "head_dim", "kv_channels", default=0),
+        name=name,
+        hidden=hidden,
+        layers=layers,
+        heads=heads,
+        kv_heads=kv,
+        vocab=vocab,
+        intermediate=ffn or 4 * hidden,
+        head_dim=_first(cfg, "head_dim", "kv_channels", default=0),
         tie_embeddings=bool(cfg.get("tie_word_embeddings", mtype in _TIED_BY_DEFAULT)),
-        gated_mlp=gated, o_bias=bias, mlp_bias=bias or bool(cfg.get("mlp_bias")),
-        qkv_bias=bias or mtype.startswith("qwen2") or bool(_first(cfg, "add_qkv_bias", "attention_bias")),
+        gated_mlp=gated,
+        o_bias=bias,
+        mlp_bias=bias or bool(cfg.get("mlp_bias")),
+        qkv_bias=bias
+        or mtype.startswith("qwen2")
+        or bool(_first(cfg, "add_qkv_bias", "attention_bias")),
         norm="layer" if mtype in _LAYERNORM or "inner_hidden_size" in cfg else "rms",
         position="alibi" if mtype == "bloom" or cfg.get("alibi") else "rope",
-        max_positions=_first(cfg, "max_position_embeddings", "seq_length", "n_positions", default=4096),
+        max_positions=_first(
+            cfg, "max_position_embeddings", "seq_length", "n_positions", default=4096
+        ),
         embed_norm=mtype == "bloom",
     )
 
@@ -117,10 +131,15 @@ def arch_from_gguf(path: Path) -> Arch:
     heads = meta[f"{arch}.attention.head_count"]
     vocab = meta.get(f"{arch}.vocab_size") or len(reader.fields["tokenizer.ggml.tokens"].data)
     return Arch(
-        name=path.name, hidden=meta[f"{arch}.embedding_length"], layers=meta[f"{arch}.block_count"],
-        heads=heads, kv_heads=meta.get(f"{arch}.attention.head_count_kv", heads),
-        intermediate=meta[f"{arch}.feed_forward_length"], vocab=vocab,
-        tie_embeddings="output.weight" not in tensors, qkv_bias="blk.0.attn_q.bias" in tensors,
+        name=path.name,
+        hidden=meta[f"{arch}.embedding_length"],
+        layers=meta[f"{arch}.block_count"],
+        heads=heads,
+        kv_heads=meta.get(f"{arch}.attention.head_count_kv", heads),
+        intermediate=meta[f"{arch}.feed_forward_length"],
+        vocab=vocab,
+        tie_embeddings="output.weight" not in tensors,
+        qkv_bias="blk.0.attn_q.bias" in tensors,
         max_positions=meta.get(f"{arch}.context_length", 4096),
     )
 

@@ -103,7 +103,9 @@ def model_states(arch: Arch, s: Setup, trainable: int) -> States:
     return States(weights=w, gradients=g, optimizer=opt, master=master, host=host, nvme=nvme)
 
 
-def zero_partition(weights: float, grads: float, optim: float, stage: int, n: int) -> tuple[float, float, float]:
+def zero_partition(
+    weights: float, grads: float, optim: float, stage: int, n: int
+) -> tuple[float, float, float]:
     """Per-device share under ZeRO `stage` over n ranks: stage 1 divides the optimizer states
     (master weights included), stage 2 also the gradients, stage 3 also the weights."""
     return (

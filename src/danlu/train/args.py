@@ -50,7 +50,9 @@ def training_arguments(cfg: Any, run_dir: Path, device: str, has_eval: bool) -> 
         fp16=cfg.fp16,
         gradient_checkpointing=cfg.gradient_checkpointing,
         # non-reentrant: works with frozen inputs (adapters) and with prefix tuning's cache
-        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        gradient_checkpointing_kwargs={"use_reentrant": False}
+        if cfg.gradient_checkpointing
+        else None,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         logging_steps=cfg.logging_steps,
         logging_first_step=True,
@@ -83,5 +85,7 @@ def _optimizer(name: str) -> str:
         try:
             import bitsandbytes  # noqa: F401
         except ImportError:
-            raise UsageError("optim: adamw_8bit needs bitsandbytes: pip install bitsandbytes") from None
+            raise UsageError(
+                "optim: adamw_8bit needs bitsandbytes: pip install bitsandbytes"
+            ) from None
     return OPTIMIZERS[name]

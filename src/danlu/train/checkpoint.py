@@ -43,8 +43,9 @@ def resolve_resume(value: str | None, output_dir: str | Path) -> Path | None:
         return found[-1][1] if found else None
     path = Path(value).expanduser()
     if not (path / STATE_FILE).is_file():
-        raise UsageError(f"resume_from_checkpoint: {value} is not a complete checkpoint "
-                         f"(no {STATE_FILE})")
+        raise UsageError(
+            f"resume_from_checkpoint: {value} is not a complete checkpoint (no {STATE_FILE})"
+        )
     return path
 
 

@@ -49,9 +49,13 @@ class TrainResult:
 def train(cfg: Config, log: Log = print) -> TrainResult:
     """Run the training described by `cfg` and return where its results are."""
     if cfg.stage not in ("pt", "sft"):
-        raise UsageError(f"stage '{cfg.stage}': only pt and sft train in this version (rm/dpo next)")
+        raise UsageError(
+            f"stage '{cfg.stage}': only pt and sft train in this version (rm/dpo next)"
+        )
     if cfg.deepspeed:
-        raise UsageError("deepspeed: not supported yet in this version (use one device, or DDP via torchrun)")
+        raise UsageError(
+            "deepspeed: not supported yet in this version (use one device, or DDP via torchrun)"
+        )
     run_dir = Path(cfg.output_dir).expanduser()
     resume = prepare_run_dir(run_dir, cfg.resume_from_checkpoint, cfg.overwrite_output_dir)
     _seed(cfg.seed)
@@ -69,10 +73,22 @@ def train(cfg: Config, log: Log = print) -> TrainResult:
         log(f"resume: from {resume}")
     output = _run(trainer, cfg, resume)
     method = registry.get_method(cfg.method)
-    final = save_final(model, tokenizer, run_dir, method.is_adapter) if trainer.args.should_save else run_dir / "final"
+    final = (
+        save_final(model, tokenizer, run_dir, method.is_adapter)
+        if trainer.args.should_save
+        else run_dir / "final"
+    )
     log(f"final: {final} (step {trainer.state.global_step}, train loss {output.training_loss:.4f})")
-    return TrainResult(run_dir, final, trainer.state.global_step, output.training_loss,
-                       trainer.meter.trained_tokens, trainer.meter.tokens, resume, output.metrics.get("train_runtime", 0.0))
+    return TrainResult(
+        run_dir,
+        final,
+        trainer.state.global_step,
+        output.training_loss,
+        trainer.meter.trained_tokens,
+        trainer.meter.tokens,
+        resume,
+        output.metrics.get("train_runtime", 0.0),
+    )
 
 
 def _model_args(cfg: Config) -> Any:
@@ -120,8 +136,10 @@ def _data(cfg: Config, tokenizer: Any, run_dir: Path, log: Log) -> tuple[Any, An
     train_ds, eval_ds, report = build_dataset(cfg, tokenizer, log=log)
     save_report(report, run_dir)
     if len(train_ds) == 0:
-        raise UsageError("data: no training samples left after reading and truncation "
-                         f"(see {run_dir / 'data_report.json'})")
+        raise UsageError(
+            "data: no training samples left after reading and truncation "
+            f"(see {run_dir / 'data_report.json'})"
+        )
     if cfg.packing:
         before = len(train_ds)
         train_ds = pack_dataset(train_ds, cfg.cutoff_len)
@@ -141,16 +159,24 @@ def _total_steps(cfg: Config, rows: int) -> int:
     return math.ceil(per_epoch * cfg.num_train_epochs)
 
 
-def _trainer(cfg: Config, model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any, run_dir: Path) -> Any:
+def _trainer(
+    cfg: Config, model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any, run_dir: Path
+) -> Any:
     device = model.device.type if hasattr(model, "device") else "cpu"
     args = training_arguments(cfg, run_dir, device, has_eval=eval_ds is not None)
     if cfg.eval_steps is not None and eval_ds is None:
         raise UsageError("eval_steps: there is no held-out data; set val_size (e.g. 0.05)")
     method = registry.get_method(cfg.method)
     return build_trainer(
-        run_dir=run_dir, meter=_meter(cfg, model, train_ds, device), keep=cfg.save_total_limit,
-        on_step=method.on_step, model=model, args=args, train_dataset=train_ds,
-        eval_dataset=eval_ds, data_collator=_collator(cfg, model, tokenizer),
+        run_dir=run_dir,
+        meter=_meter(cfg, model, train_ds, device),
+        keep=cfg.save_total_limit,
+        on_step=method.on_step,
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        data_collator=_collator(cfg, model, tokenizer),
         processing_class=tokenizer,
     )
 

@@ -18,9 +18,23 @@ from typing import Any
 
 # Dense peak TFLOP/s for bf16/fp16 tensor-core matmuls (vendor datasheets, no sparsity).
 GPU_PEAK_TFLOPS: dict[str, float] = {
-    "H200": 989.0, "H100": 989.0, "H800": 989.0, "H20": 148.0, "A100": 312.0, "A800": 312.0,
-    "A40": 149.7, "A10G": 70.0, "A10": 125.0, "L40S": 362.0, "L40": 181.0, "L4": 121.0,
-    "4090": 165.2, "3090": 71.0, "V100": 125.0, "T4": 65.0, "B200": 2250.0,
+    "H200": 989.0,
+    "H100": 989.0,
+    "H800": 989.0,
+    "H20": 148.0,
+    "A100": 312.0,
+    "A800": 312.0,
+    "A40": 149.7,
+    "A10G": 70.0,
+    "A10": 125.0,
+    "L40S": 362.0,
+    "L40": 181.0,
+    "L4": 121.0,
+    "4090": 165.2,
+    "3090": 71.0,
+    "V100": 125.0,
+    "T4": 65.0,
+    "B200": 2250.0,
 }
 
 
@@ -52,8 +66,12 @@ def flops_model(model: Any) -> FlopsModel:
             continue  # a lookup, not a matmul (untied: the LM head is a separate weight)
         params += p.numel()
         trainable += p.numel() if p.requires_grad else 0
-    return FlopsModel(params, trainable, _cfg_int(cfg, "num_hidden_layers", "num_layers"),
-                      _cfg_int(cfg, "hidden_size", "n_embd"))
+    return FlopsModel(
+        params,
+        trainable,
+        _cfg_int(cfg, "num_hidden_layers", "num_layers"),
+        _cfg_int(cfg, "hidden_size", "n_embd"),
+    )
 
 
 def _cfg_int(cfg: Any, *names: str) -> int:
@@ -73,7 +91,9 @@ def gpu_peak_flops(name: str) -> float | None:
     return None
 
 
-def measure_matmul_flops(dtype_name: str = "bfloat16", size: int = 1024, seconds: float = 1.0) -> float:
+def measure_matmul_flops(
+    dtype_name: str = "bfloat16", size: int = 1024, seconds: float = 1.0
+) -> float:
     """Measured matmul FLOP/s on this CPU: the practical peak MFU is reported against.
 
     CPUs have no datasheet number that matters (turbo, AVX-512/AMX, threads), so we time a

@@ -59,8 +59,10 @@ def preflight(cfg: Any, device: str, log: Callable[[str], None]) -> Any:
     if peak <= HEADROOM * budget:
         return cfg
     if not cfg.auto_batch_size:
-        log(f"memory: WARNING the estimate exceeds {HEADROOM:.0%} of this device; consider "
-            f"{suggestion(cfg, device, budget)}")
+        log(
+            f"memory: WARNING the estimate exceeds {HEADROOM:.0%} of this device; consider "
+            f"{suggestion(cfg, device, budget)}"
+        )
         return cfg
     return _shrink(cfg, device, budget, log)
 
@@ -69,11 +71,15 @@ def _shrink(cfg: Any, device: str, budget: float, log: Callable[[str], None]) ->
     global_batch = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
     fits = largest_fitting_batch(cfg, device, budget)
     if fits is None:
-        log(f"memory: even micro-batch 1 is estimated not to fit; consider {suggestion(cfg, device, budget)}")
+        log(
+            f"memory: even micro-batch 1 is estimated not to fit; consider {suggestion(cfg, device, budget)}"
+        )
         return cfg.replace(per_device_train_batch_size=1, gradient_accumulation_steps=global_batch)
     accumulation = math.ceil(global_batch / fits)
-    log(f"memory: auto_batch_size: per_device_train_batch_size {cfg.per_device_train_batch_size} -> "
-        f"{fits}, gradient_accumulation_steps {cfg.gradient_accumulation_steps} -> {accumulation}")
+    log(
+        f"memory: auto_batch_size: per_device_train_batch_size {cfg.per_device_train_batch_size} -> "
+        f"{fits}, gradient_accumulation_steps {cfg.gradient_accumulation_steps} -> {accumulation}"
+    )
     return cfg.replace(per_device_train_batch_size=fits, gradient_accumulation_steps=accumulation)
 
 
@@ -93,9 +99,11 @@ def suggestion(cfg: Any, device: str, budget: float) -> str:
     """What to change, cheapest first: a smaller micro-batch, checkpointing, then the method."""
     fits = largest_fitting_batch(cfg, device, budget)
     if fits:
-        return (f"per_device_train_batch_size={fits} (with gradient_accumulation_steps="
-                f"{math.ceil(cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps / fits)}) "
-                f"or auto_batch_size=true")
+        return (
+            f"per_device_train_batch_size={fits} (with gradient_accumulation_steps="
+            f"{math.ceil(cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps / fits)}) "
+            f"or auto_batch_size=true"
+        )
     if not cfg.gradient_checkpointing:
         return "gradient_checkpointing=true, a shorter cutoff_len, or method=qlora"
     return "a shorter cutoff_len, method=qlora, or `danlu plan` for a multi-GPU layout"
@@ -109,8 +117,7 @@ def oom_message(cfg: Any, device: str, step: int, exc: BaseException) -> str:
         hint = suggestion(cfg, device, budget)
     except Exception:
         peak, hint = "", "a smaller per_device_train_batch_size or gradient_checkpointing=true"
-    return (f"out of memory at step {step} on {device} ({peak}{_gib(budget)} available): "
-            f"try {hint}")
+    return f"out of memory at step {step} on {device} ({peak}{_gib(budget)} available): try {hint}"
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -119,7 +126,9 @@ def is_oom(exc: BaseException) -> bool:
     if isinstance(exc, torch.OutOfMemoryError):
         return True
     text = str(exc)
-    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
+    return isinstance(exc, RuntimeError) and (
+        "can't allocate memory" in text or "out of memory" in text
+    )
 
 
 def _gib(n: float) -> str:

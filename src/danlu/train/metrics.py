@@ -58,8 +58,12 @@ class ThroughputMeter:
         self._window_start = now
         achieved = rate * self.flops_per_token
         mfu = achieved / self.peak_flops if self.peak_flops else None
-        return {"tokens_per_s": round(rate, 2), "trained_tokens_per_s": round(trained_rate, 2),
-                "tflops": round(achieved / 1e12, 4), "mfu": None if mfu is None else round(mfu, 4)}
+        return {
+            "tokens_per_s": round(rate, 2),
+            "trained_tokens_per_s": round(trained_rate, 2),
+            "tflops": round(achieved / 1e12, 4),
+            "mfu": None if mfu is None else round(mfu, 4),
+        }
 
 
 def memory_gib(device_type: str) -> float:
@@ -95,8 +99,9 @@ class MetricsFile:
         """On resume, drop lines logged after the checkpoint so steps never repeat."""
         kept = [r for r in self.read() if r.get("step", 0) <= step]
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept),
-                       encoding="utf-8")
+        tmp.write_text(
+            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept), encoding="utf-8"
+        )
         tmp.replace(self.path)
 
 
@@ -114,7 +119,9 @@ def plot_loss(records: list[dict[str, Any]], png: str | Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
     for points, label in ((train, "train loss"), (evals, "eval loss")):
         if points:
-            ax.plot(*zip(*points, strict=True), label=label, marker="." if len(points) < 30 else None)
+            ax.plot(
+                *zip(*points, strict=True), label=label, marker="." if len(points) < 30 else None
+            )
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)

@@ -24,8 +24,14 @@ from danlu.train.metrics import MetricsFile, ThroughputMeter, memory_gib, plot_l
 StepHook = Callable[[Any, int], None]
 
 
-def build_trainer(*, run_dir: Path, meter: ThroughputMeter, keep: int | None,
-                  on_step: StepHook | None = None, **trainer_kwargs: Any) -> Any:
+def build_trainer(
+    *,
+    run_dir: Path,
+    meter: ThroughputMeter,
+    keep: int | None,
+    on_step: StepHook | None = None,
+    **trainer_kwargs: Any,
+) -> Any:
     """A `DanluTrainer` (created lazily so importing danlu.train stays light)."""
     cls = _trainer_class()
     trainer = cls(**trainer_kwargs)
@@ -78,17 +84,24 @@ def _trainer_class() -> type:
         def _live(self) -> dict[str, float]:
             rates = self.meter.window()
             world = max(self.args.world_size, 1)
-            live = {"tokens_per_s": rates["tokens_per_s"] * world,
-                    "tokens_per_s_per_device": rates["tokens_per_s"],
-                    "trained_tokens_per_s": rates["trained_tokens_per_s"] * world,
-                    "tflops": rates["tflops"], "mfu": rates["mfu"],
-                    "trained_tokens": self.meter.trained_tokens * world,
-                    "mem": memory_gib(self.args.device.type)}
-            return {k: v for k, v in live.items() if v is not None}  # TensorBoard takes numbers only
+            live = {
+                "tokens_per_s": rates["tokens_per_s"] * world,
+                "tokens_per_s_per_device": rates["tokens_per_s"],
+                "trained_tokens_per_s": rates["trained_tokens_per_s"] * world,
+                "tflops": rates["tflops"],
+                "mfu": rates["mfu"],
+                "trained_tokens": self.meter.trained_tokens * world,
+                "mem": memory_gib(self.args.device.type),
+            }
+            return {
+                k: v for k, v in live.items() if v is not None
+            }  # TensorBoard takes numbers only
 
         def _record(self, logs: dict[str, float]) -> dict[str, Any]:
-            record: dict[str, Any] = {"step": self.state.global_step,
-                                      "epoch": round(self.state.epoch or 0.0, 4)}
+            record: dict[str, Any] = {
+                "step": self.state.global_step,
+                "epoch": round(self.state.epoch or 0.0, 4),
+            }
             if "learning_rate" in logs:
                 record["lr"] = logs["learning_rate"]
             skip = {"learning_rate", "epoch", "total_flos"}
@@ -117,8 +130,9 @@ def _step_hook_callback(hook: StepHook) -> Any:
     from transformers import TrainerCallback
 
     class _StepHook(TrainerCallback):
-        def on_optimizer_step(self, args: Any, state: Any, control: Any, model: Any = None,
-                              **kwargs: Any) -> None:
+        def on_optimizer_step(
+            self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any
+        ) -> None:
             hook(model, state.global_step)
 
     return _StepHook()
