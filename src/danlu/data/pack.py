@@ -136,14 +136,19 @@ def pack_dataset(ds: Any, cutoff_len: int, window: int = PACK_WINDOW) -> Any:
     return datasets.Dataset.from_generator(rows, keep_in_memory=False)
 
 
-def with_lengths(ds: Any) -> Any:
-    """Add a `length` column (token count) for length-grouped sampling, without decoding rows."""
+def token_lengths(ds: Any) -> Any:
+    """Tokens per row of a tokenised Dataset, as an Arrow array (read from the list offsets,
+    without decoding a row)."""
     import pyarrow.compute as pc
 
+    return pc.list_value_length(ds.with_format("arrow")["input_ids"])
+
+
+def with_lengths(ds: Any) -> Any:
+    """Add a `length` column (token count) for length-grouped sampling."""
     if "length" in ds.column_names:
         return ds
-    lengths = pc.list_value_length(ds.with_format("arrow")["input_ids"]).to_pylist()
-    return ds.add_column("length", lengths)
+    return ds.add_column("length", token_lengths(ds).to_pylist())
 
 
 def _fill(row: list[int], length: int, value: int) -> list[int]:

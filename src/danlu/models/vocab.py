@@ -43,7 +43,7 @@ def extend_vocabulary(model: Any, tokenizer: Any, tokens: list[str]) -> list[int
     pieces = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in fresh]
     tokenizer.add_tokens(fresh)
     ids = tokenizer.convert_tokens_to_ids(fresh)
-    model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64, mean_resizing=False)
+    _resize(model, len(tokenizer))
     with torch.no_grad():
         for matrix in _embedding_matrices(model):
             for new_id, old in zip(ids, pieces, strict=True):
@@ -65,4 +65,10 @@ def match_vocabulary(model: Any, tokenizer: Any) -> None:
     carries the extended tokenizer; its weights only load onto a base of the same size)."""
     rows = model.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > rows:
-        model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64, mean_resizing=False)
+        _resize(model, len(tokenizer))
+
+
+def _resize(model: Any, size: int) -> None:
+    # Multiples of 64 keep the embedding and LM-head matmuls aligned; both callers must pad the
+    # same way, or an adapter saved after extension would not fit the base it is loaded onto.
+    model.resize_token_embeddings(size, pad_to_multiple_of=64, mean_resizing=False)

@@ -1,8 +1,8 @@
 """Run-directory checkpoints (DESIGN §5): complete or absent, never half-written.
 
-A checkpoint is written under `checkpoints/.step-N.tmp-*` and renamed to `checkpoints/step-N`
-only once every file is on disk, so a crash or SIGKILL mid-save leaves at most a temp folder,
-which is ignored (and cleaned) later. `resume_from_checkpoint: auto` picks the newest
+Trainer writes a checkpoint under `checkpoints/.staging/`, and it is renamed to
+`checkpoints/step-N` only once every file is on disk, so a crash or SIGKILL mid-save leaves at
+most a staged folder, which is ignored (and cleaned when the run starts again). `resume_from_checkpoint: auto` picks the newest
 `step-N`; an explicit path must be a complete checkpoint.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from danlu.utils.errors import UsageError
 from danlu.utils.fs import atomic_dir, publish
 
-__all__ = ["atomic_dir", "publish"]  # re-exported: the engine imports them from here
+__all__ = ["atomic_dir", "publish"]  # re-exported for callers that think in checkpoints
 
 _STEP = re.compile(r"^step-(\d+)$")
 STATE_FILE = "trainer_state.json"
@@ -25,13 +25,23 @@ def checkpoints_dir(output_dir: str | Path) -> Path:
     return Path(output_dir) / "checkpoints"
 
 
+def staging_dir(output_dir: str | Path) -> Path:
+    """Where Trainer writes a checkpoint before it is published as step-N."""
+    return checkpoints_dir(output_dir) / ".staging"
+
+
+def step_of(folder: Path) -> int | None:
+    """N of a `step-N` folder; None for anything else."""
+    m = _STEP.match(folder.name)
+    return int(m.group(1)) if m else None
+
+
 def complete_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
     """(step, folder) of every complete checkpoint, oldest first."""
     root = checkpoints_dir(output_dir)
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP.match(p.name))]
-    return sorted(found)
+    return sorted((step, p) for p in root.iterdir() if (step := step_of(p)) is not None)
 
 
 def resolve_resume(value: str | None, output_dir: str | Path) -> Path | None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from danlu.config import Config, save_config
 from danlu.data.collate import Collator
-from danlu.data.pack import PackCollator, pack_dataset, with_lengths
+from danlu.data.pack import PackCollator, pack_dataset, token_lengths, with_lengths
 from danlu.methods import registry
 from danlu.models.device import pick_device
 from danlu.models.load import load_model
@@ -204,7 +204,7 @@ def _mean_sample_len(ds: Any) -> int:
     if "lengths" in ds.column_names:  # packed: attention spans one sample, not the whole row
         lengths = pc.list_flatten(ds.with_format("arrow")["lengths"])
     else:
-        lengths = pc.list_value_length(ds.with_format("arrow")["input_ids"])
+        lengths = token_lengths(ds)
     return max(round(pc.mean(lengths).as_py() or 1), 1)
 
 

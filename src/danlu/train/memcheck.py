@@ -30,8 +30,13 @@ def device_memory(device: str) -> float | None:
     return None
 
 
-def estimate_peak(cfg: Any, device: str, micro_batch: int | None = None) -> float:
-    """Estimated peak bytes per device of `cfg` (optionally at another micro-batch)."""
+PeakAt = Callable[[int | None], float]
+"""Estimated peak bytes per device at a micro-batch (None: the configured one)."""
+
+
+def peak_function(cfg: Any, device: str) -> PeakAt:
+    """The estimator for `cfg`, with the architecture read once (a folder's config.json or a
+    GGUF header) however many micro-batches are then tried."""
     from danlu.plan import Setup, estimate, load_arch
     from danlu.plan.fromconfig import setup_from_config
 
@@ -40,16 +45,26 @@ def estimate_peak(cfg: Any, device: str, micro_batch: int | None = None) -> floa
     fields.update(device=kind, autocast=cfg.bf16 or cfg.fp16)
     if kind == "cpu" and cfg.model_dtype == "auto" and cfg.quantization_bit is None:
         fields["weights"] = "fp32"  # CPU loads float32 unless told otherwise
-    if micro_batch is not None:
-        fields["micro_batch"] = micro_batch
-    return estimate(load_arch(model), Setup(**fields)).peak
+    arch = load_arch(model)
+
+    def peak_at(micro_batch: int | None = None) -> float:
+        batch = {} if micro_batch is None else {"micro_batch": micro_batch}
+        return estimate(arch, Setup(**{**fields, **batch})).peak
+
+    return peak_at
+
+
+def estimate_peak(cfg: Any, device: str, micro_batch: int | None = None) -> float:
+    """Estimated peak bytes per device of `cfg` (optionally at another micro-batch)."""
+    return peak_function(cfg, device)(micro_batch)
 
 
 def preflight(cfg: Any, device: str, log: Callable[[str], None]) -> Any:
     """`cfg`, possibly with a smaller micro-batch (auto_batch_size); logs the estimate."""
     budget = device_memory(device)
     try:
-        peak = estimate_peak(cfg, device)
+        peak_at = peak_function(cfg, device)
+        peak = peak_at(None)
     except Exception as exc:  # an architecture the estimator does not know must not stop training
         log(f"memory: no estimate for {cfg.model} ({str(exc).splitlines()[0]})")
         return cfg
@@ -58,22 +73,20 @@ def preflight(cfg: Any, device: str, log: Callable[[str], None]) -> Any:
     log(f"memory: estimated peak {_gib(peak)} per device of {_gib(budget)} available")
     if peak <= HEADROOM * budget:
         return cfg
+    fits = largest_fitting_batch(cfg, budget, peak_at)
     if not cfg.auto_batch_size:
         log(
             f"memory: WARNING the estimate exceeds {HEADROOM:.0%} of this device; consider "
-            f"{suggestion(cfg, device, budget)}"
+            f"{suggestion(cfg, fits)}"
         )
         return cfg
-    return _shrink(cfg, device, budget, log)
+    return _shrink(cfg, fits, log)
 
 
-def _shrink(cfg: Any, device: str, budget: float, log: Callable[[str], None]) -> Any:
+def _shrink(cfg: Any, fits: int | None, log: Callable[[str], None]) -> Any:
     global_batch = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps
-    fits = largest_fitting_batch(cfg, device, budget)
     if fits is None:
-        log(
-            f"memory: even micro-batch 1 is estimated not to fit; consider {suggestion(cfg, device, budget)}"
-        )
+        log(f"memory: even micro-batch 1 is estimated not to fit; consider {suggestion(cfg, fits)}")
         return cfg.replace(per_device_train_batch_size=1, gradient_accumulation_steps=global_batch)
     accumulation = math.ceil(global_batch / fits)
     log(
@@ -83,21 +96,21 @@ def _shrink(cfg: Any, device: str, budget: float, log: Callable[[str], None]) ->
     return cfg.replace(per_device_train_batch_size=fits, gradient_accumulation_steps=accumulation)
 
 
-def largest_fitting_batch(cfg: Any, device: str, budget: float) -> int | None:
+def largest_fitting_batch(cfg: Any, budget: float, peak_at: PeakAt) -> int | None:
     """Largest micro-batch <= the configured one whose estimate fits, by bisection."""
     lo, hi = 0, cfg.per_device_train_batch_size
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if estimate_peak(cfg, device, mid) <= HEADROOM * budget:
+        if peak_at(mid) <= HEADROOM * budget:
             lo = mid
         else:
             hi = mid - 1
     return lo or None
 
 
-def suggestion(cfg: Any, device: str, budget: float) -> str:
-    """What to change, cheapest first: a smaller micro-batch, checkpointing, then the method."""
-    fits = largest_fitting_batch(cfg, device, budget)
+def suggestion(cfg: Any, fits: int | None) -> str:
+    """What to change, cheapest first: the micro-batch that fits (`fits`, from
+    largest_fitting_batch), checkpointing, then the method."""
     if fits:
         return (
             f"per_device_train_batch_size={fits} (with gradient_accumulation_steps="
@@ -113,8 +126,9 @@ def oom_message(cfg: Any, device: str, step: int, exc: BaseException) -> str:
     """One line for an out-of-memory failure, with the estimator's suggestion."""
     budget = device_memory(device) or 0.0
     try:
-        peak = f"estimated peak {_gib(estimate_peak(cfg, device))}, "
-        hint = suggestion(cfg, device, budget)
+        peak_at = peak_function(cfg, device)
+        peak = f"estimated peak {_gib(peak_at(None))}, "
+        hint = suggestion(cfg, largest_fitting_batch(cfg, budget, peak_at))
     except Exception:
         peak, hint = "", "a smaller per_device_train_batch_size or gradient_checkpointing=true"
     return f"out of memory at step {step} on {device} ({peak}{_gib(budget)} available): try {hint}"

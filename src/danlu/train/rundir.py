@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from danlu.train.checkpoint import complete_checkpoints, resolve_resume
+from danlu.train.checkpoint import resolve_resume, staging_dir, step_of
 from danlu.train.metrics import MetricsFile
 from danlu.utils.errors import UsageError
 from danlu.utils.fs import atomic_dir
@@ -24,9 +24,9 @@ def prepare_run_dir(run_dir: Path, resume: str | None, overwrite: bool) -> Path 
     """
     checkpoint = resolve_resume(resume, run_dir)
     # A save killed before its rename leaves Trainer's half-written folder in staging: drop it.
-    shutil.rmtree(run_dir / "checkpoints" / ".staging", ignore_errors=True)
+    shutil.rmtree(staging_dir(run_dir), ignore_errors=True)
     if checkpoint is not None:
-        step = int(checkpoint.name.split("-")[-1]) if checkpoint.name.startswith("step-") else None
+        step = step_of(checkpoint)
         if step is not None:
             MetricsFile(run_dir / "metrics.jsonl").truncate_after(step)
         return checkpoint
@@ -65,8 +65,3 @@ def save_final(model: Any, tokenizer: Any, run_dir: Path, is_adapter: bool) -> P
 
 def _unwrap(model: Any) -> Any:
     return model.module if hasattr(model, "module") else model
-
-
-def newest_step(run_dir: Path) -> int:
-    found = complete_checkpoints(run_dir)
-    return found[-1][0] if found else 0

@@ -18,8 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from danlu.train.checkpoint import checkpoints_dir, publish, rotate
+from danlu.train.checkpoint import checkpoints_dir, rotate, staging_dir
 from danlu.train.metrics import MetricsFile, ThroughputMeter, memory_gib, plot_loss
+from danlu.utils.fs import publish
 
 StepHook = Callable[[Any, int], None]
 
@@ -55,14 +56,14 @@ def _trainer_class() -> type:
 
         def _get_output_dir(self, trial: Any) -> str:
             # Trainer writes `checkpoint-N` here; we publish it as checkpoints/step-N when done.
-            return str(checkpoints_dir(self.run_dir) / ".staging")
+            return str(staging_dir(self.run_dir))
 
         def _save_checkpoint(self, model: Any, trial: Any) -> None:
             super()._save_checkpoint(model, trial)
             if not self.args.should_save:
                 return
             step = self.state.global_step
-            staged = checkpoints_dir(self.run_dir) / ".staging" / f"checkpoint-{step}"
+            staged = staging_dir(self.run_dir) / f"checkpoint-{step}"
             publish(staged, checkpoints_dir(self.run_dir) / f"step-{step}")
             rotate(self.run_dir, self.keep)
             plot_loss(self.metrics.read(), self.run_dir / "loss.png")
