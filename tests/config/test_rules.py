@@ -39,6 +39,12 @@ BAD = {
     "adalora_total_step": 0,
     "adalora_orth_reg_weight": -1,
     "new_tokens": [" "],
+    # distributed
+    "nproc_per_node": 0,
+    "nnodes": 0,
+    "node_rank": -1,
+    "master_port": 70000,
+    "ddp_timeout": 0,
     # eval
     "eval_task": ["bleu"],
     "eval_data": [{"path": "a.json", "max_samples": 0}],
@@ -81,3 +87,27 @@ def test_packing_refused_for_prompt_learning():
     with pytest.raises(ConfigError, match="packing cannot be used with prompt-learning"):
         load_config(None, ["packing=true", "method=prefix"])
     assert load_config(None, ["packing=true", "method=lora"]).packing
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["node_rank=2", "nnodes=2"], "node_rank must be < nnodes"),
+        (["distributed=deepspeed"], "distributed: deepspeed needs deepspeed: a preset"),
+        (["distributed=fsdp", "deepspeed=zero2"], "so distributed must be auto or deepspeed"),
+        (["deepspeed=zero3", "method=qlora", "quantization_bit=4"], "ZeRO-3 shards every"),
+        (["distributed=fsdp", "method=qlora", "quantization_bit=4"], "FSDP cannot shard a 4/8"),
+        (["fsdp_offload=true"], "fsdp_offload needs distributed: fsdp"),
+        (["fsdp_sharding=shard_grad_op"], "fsdp_sharding needs distributed: fsdp"),
+    ],
+)
+def test_distributed_cross_rules(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+
+
+def test_distributed_combinations_that_are_fine():
+    cfg = load_config(None, ["deepspeed=zero2", "method=qlora", "quantization_bit=4"])
+    assert cfg.deepspeed == "zero2"
+    cfg = load_config(None, ["distributed=fsdp", "fsdp_offload=true", "node_rank=1", "nnodes=2"])
+    assert (cfg.distributed, cfg.fsdp_offload, cfg.node_rank) == ("fsdp", True, 1)

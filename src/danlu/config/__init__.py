@@ -13,7 +13,14 @@ from danlu.config.methods import (
     PromptLearningArgs,
 )
 from danlu.config.schema import SECTIONS, ConfigError
-from danlu.config.sections import DataArgs, DataSource, ModelArgs, OutputArgs, TrainArgs
+from danlu.config.sections import (
+    DataArgs,
+    DataSource,
+    DistArgs,
+    ModelArgs,
+    OutputArgs,
+    TrainArgs,
+)
 
 __all__ = [
     "SECTIONS",
@@ -22,6 +29,7 @@ __all__ = [
     "ConfigError",
     "DataArgs",
     "DataSource",
+    "DistArgs",
     "FreezeArgs",
     "IA3Args",
     "LoraArgs",

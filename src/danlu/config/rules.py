@@ -90,6 +90,50 @@ RULES: list[Rule] = [
         "sample per row)",
     ),
     Rule(("new_tokens",), lambda v: all(t.strip() for t in v), "must not contain empty tokens"),
+    # distributed
+    Rule(("nproc_per_node",), lambda v: v >= 1, "must be >= 1"),
+    Rule(("nnodes",), _opt(lambda v: v >= 1), "must be >= 1"),
+    Rule(("node_rank",), _opt(lambda v: v >= 0), "must be >= 0"),
+    Rule(
+        ("node_rank", "nnodes"),
+        lambda r, n: r is None or r < (n or 1),
+        "node_rank must be < nnodes (ranks count from 0)",
+    ),
+    Rule(("master_port",), _opt(lambda v: 1 <= v <= 65535), "must be in 1..65535"),
+    Rule(("ddp_timeout",), lambda v: v >= 1, "must be >= 1"),
+    Rule(
+        ("distributed", "deepspeed"),
+        lambda d, ds: d != "deepspeed" or ds is not None,
+        "distributed: deepspeed needs deepspeed: a preset (zero1, zero2, zero2_offload, zero3, "
+        "zero3_offload, zero3_nvme) or a JSON file",
+    ),
+    Rule(
+        ("distributed", "deepspeed"),
+        lambda d, ds: ds is None or d in ("auto", "deepspeed"),
+        "deepspeed is set, so distributed must be auto or deepspeed",
+    ),
+    Rule(
+        ("deepspeed", "quantization_bit"),
+        lambda ds, q: q is None or ds not in ("zero3", "zero3_offload", "zero3_nvme"),
+        "ZeRO-3 shards every parameter, and a 4/8-bit bitsandbytes base cannot be sharded; use "
+        "zero2 (or zero2_offload) with qlora",
+    ),
+    Rule(
+        ("distributed", "quantization_bit"),
+        lambda d, q: q is None or d != "fsdp",
+        "FSDP cannot shard a 4/8-bit bitsandbytes base in this version; use ddp or deepspeed: "
+        "zero2 with qlora",
+    ),
+    Rule(
+        ("distributed", "fsdp_offload"),
+        lambda d, o: not o or d == "fsdp",
+        "fsdp_offload needs distributed: fsdp (with DeepSpeed use zero2_offload/zero3_offload)",
+    ),
+    Rule(
+        ("distributed", "fsdp_sharding"),
+        lambda d, s: s == "full_shard" or d == "fsdp",
+        "fsdp_sharding needs distributed: fsdp",
+    ),
     # evaluation (danlu eval)
     Rule(
         ("eval_task",),

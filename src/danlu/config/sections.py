@@ -142,10 +142,56 @@ class TrainArgs:
     """How packed samples are kept apart: `position_ids` (restarting positions; flash-attention
     varlen / SDPA, no quadratic mask), `4d` (block-diagonal mask; any model), `auto` = position_ids
     for models transformers implements natively, 4d for trust_remote_code models."""
-    deepspeed: str | None = None
-    """DeepSpeed preset name (zero1, zero2, zero2_offload, zero3, zero3_offload, zero3_nvme) or JSON."""
     resume_from_checkpoint: str | None = None
     """A checkpoint folder, or `auto` for the newest complete one in output_dir."""
+
+
+@section("distributed")
+class DistArgs:
+    distributed: Literal["auto", "ddp", "fsdp", "deepspeed"] = "auto"
+    """Strategy when several processes train: `ddp` (a full replica per process), `fsdp` (PyTorch
+    FSDP2: weights, gradients and optimizer states sharded), `deepspeed` (ZeRO, see `deepspeed`);
+    `auto` = deepspeed when `deepspeed` is set, else ddp."""
+    deepspeed: str | None = None
+    """DeepSpeed config: a preset shipped with danlu (zero1, zero2, zero2_offload, zero3,
+    zero3_offload, zero3_nvme) or a JSON file; its `auto` values are filled from this config."""
+    deepspeed_flops_profiler: bool = False
+    """Turn on DeepSpeed's flops profiler (prints per-module FLOPs and latency at step 2)."""
+    nvme_path: str = "/local_nvme"
+    """`zero3_nvme`: a fast local disk folder the parameters and optimizer states are paged to."""
+    nproc_per_node: int = 1
+    """Processes (GPUs) per node. > 1: `danlu train` relaunches itself under torchrun."""
+    nnodes: int | None = None
+    """Nodes in the job; default $NNODES, else 1."""
+    node_rank: int | None = None
+    """This node's index (0 = the master node); default $NODE_RANK, else 0."""
+    master_addr: str | None = None
+    """The master node's IP address; default $MASTER_ADDR, else 127.0.0.1."""
+    master_port: int | None = None
+    """Rendezvous port on the master node; default $MASTER_PORT, else 29500 (one node: a free port)."""
+    hostfile: str | None = None
+    """A DeepSpeed-style hostfile (`IP slots=N` per line): sets nnodes, master_addr and
+    nproc_per_node, and `--print-launch` prints the command for each node."""
+    ddp_backend: Literal["auto", "nccl", "gloo"] = "auto"
+    """torch.distributed backend; `auto` = nccl on GPUs, gloo on CPU."""
+    ddp_timeout: int = 1800
+    """Seconds a collective may wait (e.g. ranks waiting while rank 0 tokenises the data)."""
+    fsdp_sharding: Literal["full_shard", "shard_grad_op", "hybrid_shard"] = "full_shard"
+    """`fsdp`: full_shard (ZeRO-3-like, weights re-gathered per forward and backward),
+    shard_grad_op (ZeRO-2-like, weights kept gathered between forward and backward), hybrid_shard
+    (full_shard inside a node, replicas across nodes: less inter-node traffic)."""
+    fsdp_offload: bool = False
+    """`fsdp`: keep sharded parameters, gradients and optimizer step in CPU memory."""
+    nccl_ib_disable: bool | None = None
+    """Set NCCL_IB_DISABLE: true when nodes have no working InfiniBand/RoCE (hangs at init)."""
+    nccl_socket_ifname: str | None = None
+    """Set NCCL_SOCKET_IFNAME: the network interface nodes reach each other on (e.g. eth0), when
+    NCCL picks one the other nodes cannot reach (docker0, lo)."""
+    nccl_p2p_disable: bool | None = None
+    """Set NCCL_P2P_DISABLE: true on GPUs whose peer-to-peer path hangs or corrupts (some
+    consumer cards, some virtualised hosts)."""
+    nccl_debug: Literal["VERSION", "WARN", "INFO", "TRACE"] | None = None
+    """Set NCCL_DEBUG: INFO prints the transport and interface each rank chose."""
 
 
 @section("output")

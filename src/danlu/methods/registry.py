@@ -122,14 +122,17 @@ def trainable_summary(model: Any) -> tuple[int, int, float]:
     """(trainable, total, percent) parameter counts; 4-bit weights count as their logical size."""
     trainable = total = 0
     for _, p in model.named_parameters():
-        n = _logical_numel(p)
+        n = logical_numel(p)
         total += n
         trainable += n if p.requires_grad else 0
     return trainable, total, 100.0 * trainable / max(total, 1)
 
 
-def _logical_numel(p: Any) -> int:
-    # bitsandbytes packs two 4-bit values per byte; its quant_state keeps the real shape.
+def logical_numel(p: Any) -> int:
+    """Elements a parameter stands for: ZeRO-3 leaves an empty placeholder (real count in
+    ds_numel), bitsandbytes packs two 4-bit values per byte (real shape in quant_state)."""
+    if hasattr(p, "ds_numel"):
+        return int(p.ds_numel)
     state = getattr(p, "quant_state", None)
     shape = getattr(state, "shape", None)
     if shape is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from danlu.utils.errors import UsageError
@@ -10,10 +12,11 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 def pick_device(spec: str = "auto") -> torch.device:
-    """`auto` -> cuda:0 if a GPU is visible (CUDA_VISIBLE_DEVICES applies), else cpu."""
+    """`auto` -> this process's GPU if one is visible (CUDA_VISIBLE_DEVICES applies; under a
+    launcher, GPU LOCAL_RANK, so eight ranks do not all load onto GPU 0), else cpu."""
     if spec == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", 0)
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK") or 0))
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")

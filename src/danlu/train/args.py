@@ -23,8 +23,21 @@ OPTIMIZERS = {
 }
 
 
-def training_arguments(cfg: Any, run_dir: Path, device: str, has_eval: bool) -> Any:
-    """TrainingArguments for `cfg`, writing into `run_dir`."""
+def dist_strategy(cfg: Any) -> str:
+    """none (one process) | ddp | fsdp | deepspeed, from `distributed` and the launcher's world."""
+    from danlu.utils.dist import world_size
+
+    if cfg.distributed == "deepspeed" or (cfg.distributed == "auto" and cfg.deepspeed):
+        return "deepspeed"
+    if world_size() == 1:
+        return "none"
+    return "ddp" if cfg.distributed == "auto" else cfg.distributed
+
+
+def training_arguments(
+    cfg: Any, run_dir: Path, device: str, has_eval: bool, deepspeed: dict | None = None
+) -> Any:
+    """TrainingArguments for `cfg`, writing into `run_dir` (`deepspeed`: the resolved config)."""
     from transformers import TrainingArguments
 
     _check_precision(cfg, device)
@@ -66,8 +79,22 @@ def training_arguments(cfg: Any, run_dir: Path, device: str, has_eval: bool) -> 
         remove_unused_columns=False,
         disable_tqdm=not sys.stderr.isatty(),
         dataloader_pin_memory=device != "cpu",
-        deepspeed=cfg.deepspeed,
+        deepspeed=deepspeed,
+        ddp_backend=_backend(cfg, device),
+        ddp_timeout=cfg.ddp_timeout,
+        # Every method uses all its trainable parameters in each forward: skip DDP's graph walk.
+        ddp_find_unused_parameters=False,
     )
+
+
+def _backend(cfg: Any, device: str) -> str | None:
+    from danlu.utils.dist import world_size
+
+    if world_size() == 1:
+        return None
+    if cfg.ddp_backend != "auto":
+        return cfg.ddp_backend
+    return "nccl" if device.startswith("cuda") else "gloo"
 
 
 def _check_precision(cfg: Any, device: str) -> None:

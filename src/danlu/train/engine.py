@@ -7,7 +7,9 @@ did in one line, so a log shows which method, how many parameters and which data
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,13 +22,18 @@ from danlu.methods import registry
 from danlu.models.device import pick_device
 from danlu.models.load import load_model
 from danlu.models.vocab import extend_vocabulary, read_new_tokens
-from danlu.train.args import training_arguments
+from danlu.train.args import dist_strategy, training_arguments
+from danlu.train.dsconfig import deepspeed_config
 from danlu.train.flops import cpu_peak_flops, flops_model, gpu_peak_flops
+from danlu.train.fsdp import check_method, shard
+from danlu.train.launch import nccl_env
 from danlu.train.memcheck import is_oom, oom_message, preflight
 from danlu.train.metrics import ThroughputMeter
 from danlu.train.rundir import prepare_run_dir, save_final
 from danlu.train.trainer import build_trainer
+from danlu.utils.dist import barrier, broadcast_object, is_main, local_world_size, world_size
 from danlu.utils.errors import RuntimeFailure, UsageError
+from danlu.utils.fs import publish
 from danlu.utils.system import danlu_home
 
 Log = Callable[[str], None]
@@ -47,37 +54,49 @@ class TrainResult:
 
 
 def train(cfg: Config, log: Log = print) -> TrainResult:
-    """Run the training described by `cfg` and return where its results are."""
+    """Run the training described by `cfg` and return where its results are.
+
+    Under a launcher (torchrun, accelerate, deepspeed) this is one rank of the job: rank 0 alone
+    checks and writes the run directory and tokenises the data into the cache (the other ranks
+    wait, then read the cache: no rank holds a second copy of the corpus), every rank trains.
+    """
     if cfg.stage not in ("pt", "sft"):
         raise UsageError(
             f"stage '{cfg.stage}': only pt and sft train in this version (rm/dpo next)"
         )
-    if cfg.deepspeed:
-        raise UsageError(
-            "deepspeed: not supported yet in this version (use one device, or DDP via torchrun)"
-        )
+    strategy = dist_strategy(cfg)
+    main = is_main()
+    log = log if main else _quiet
+    os.environ.update(nccl_env(cfg))  # before the process group starts
     run_dir = Path(cfg.output_dir).expanduser()
-    resume = prepare_run_dir(run_dir, cfg.resume_from_checkpoint, cfg.overwrite_output_dir)
     _seed(cfg.seed)
-    cfg = preflight(cfg, pick_device(cfg.device).type, log)
-    save_config(cfg, run_dir / "config.yaml")  # as run: after auto_batch_size
-    loaded = load_model(_model_args(cfg), for_training=True)
+    device = pick_device(cfg.device).type
+    cfg = preflight(cfg, device, log)
+    # TrainingArguments start the process group, and (ZeRO-3) make from_pretrained shard at load.
+    args = training_arguments(cfg, run_dir, device, cfg.val_size > 0, _deepspeed(cfg, run_dir))
+    resume = broadcast_object(_prepare_run_dir(cfg, run_dir) if main else None)
+    if main:
+        save_config(cfg, run_dir / "config.yaml")  # as run: after auto_batch_size
+    if strategy != "none":
+        log(f"distributed: {strategy}, {world_size()} processes ({args.ddp_backend or 'auto'})")
+    if strategy == "deepspeed":
+        _init_deepspeed(args.ddp_backend)
+    loaded = load_model(_model_args(cfg, strategy), for_training=True)
     model, tokenizer = loaded.model, loaded.tokenizer
     _add_tokens(cfg, model, tokenizer, log)
-    train_ds, eval_ds = _data(cfg, tokenizer, run_dir, log)
-    model = registry.prepare(model, cfg, total_steps=_total_steps(cfg, len(train_ds)))
+    with args.main_process_first(local=False, desc="tokenise data"):
+        train_ds, eval_ds = _data(cfg, tokenizer, run_dir, log, main)
+    steps = _total_steps(cfg, len(train_ds), world_size())
+    model = registry.prepare(model, cfg, total_steps=steps)
     trainable, total, pct = registry.trainable_summary(model)
     log(f"method: {cfg.method}: training {trainable:,} of {total:,} parameters ({pct:.4f}%)")
-    trainer = _trainer(cfg, model, tokenizer, train_ds, eval_ds, run_dir)
+    if strategy == "fsdp":
+        model = _shard(cfg, model, device, log)
+    trainer = _trainer(cfg, model, tokenizer, train_ds, eval_ds, run_dir, args)
     if resume is not None:
         log(f"resume: from {resume}")
     output = _run(trainer, cfg, resume)
-    method = registry.get_method(cfg.method)
-    final = (
-        save_final(model, tokenizer, run_dir, method.is_adapter)
-        if trainer.args.should_save
-        else run_dir / "final"
-    )
+    final = _save_final(trainer, strategy, run_dir, registry.get_method(cfg.method).is_adapter)
     log(f"final: {final} (step {trainer.state.global_step}, train loss {output.training_loss:.4f})")
     return TrainResult(
         run_dir,
@@ -91,7 +110,58 @@ def train(cfg: Config, log: Log = print) -> TrainResult:
     )
 
 
-def _model_args(cfg: Config) -> Any:
+def _quiet(_: str) -> None:
+    """The log of ranks other than 0: one rank speaks for the job."""
+
+
+def _prepare_run_dir(cfg: Config, run_dir: Path) -> Path | None:
+    return prepare_run_dir(run_dir, cfg.resume_from_checkpoint, cfg.overwrite_output_dir)
+
+
+def _deepspeed(cfg: Config, run_dir: Path) -> dict | None:
+    if not cfg.deepspeed:
+        return None
+    config = deepspeed_config(cfg, world_size(), run_dir)
+    if is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "deepspeed.json").write_text(json.dumps(config, indent=2) + "\n")
+    return config
+
+
+def _init_deepspeed(backend: str | None) -> None:
+    """DeepSpeed's own view of the process group, before ZeRO-3 partitions the model at load
+    (without it, zero.Init counts one process and rejects the global batch)."""
+    import deepspeed
+
+    deepspeed.init_distributed(dist_backend=backend or "nccl")
+
+
+def _shard(cfg: Config, model: Any, device: str, log: Log) -> Any:
+    check_method(cfg.method)
+    topo_nodes = max(world_size() // max(local_world_size(), 1), 1)
+    model = shard(model, cfg.fsdp_sharding, cfg.fsdp_offload, topo_nodes, device)
+    offload = ", parameters offloaded to CPU" if cfg.fsdp_offload else ""
+    log(f"fsdp: {cfg.fsdp_sharding} over {world_size()} processes{offload}")
+    return model
+
+
+def _save_final(trainer: Any, strategy: str, run_dir: Path, is_adapter: bool) -> Path:
+    """`final/`. A sharded model (ZeRO, FSDP) is gathered by every rank and written by rank 0."""
+    if strategy in ("none", "ddp"):
+        if not trainer.args.should_save:
+            return run_dir / "final"
+        return save_final(trainer.model, trainer.processing_class, run_dir, is_adapter)
+    staged = run_dir / ".final.staging"
+    trainer.save_model(str(staged))
+    barrier()
+    if trainer.args.should_save:
+        trainer.processing_class.save_pretrained(str(staged))
+        publish(staged, run_dir / "final")
+    barrier()
+    return run_dir / "final"
+
+
+def _model_args(cfg: Config, strategy: str) -> Any:
     """ModelArgs for training. With bf16 and an adapter method, the frozen base is loaded in
     bfloat16 (as LLaMA-Factory does): autocast would otherwise re-cast every fp32 weight to bf16
     in every forward, and the fp32 copy doubles weight memory. Adapters stay fp32 (peft upcasts
@@ -100,7 +170,8 @@ def _model_args(cfg: Config) -> Any:
 
     args = cfg.section("model")
     adapter = registry.get_method(cfg.method).is_adapter and cfg.method != "qlora"
-    if args.model_dtype == "auto" and cfg.bf16 and adapter:
+    # FSDP2 gathers one dtype per block: a bf16 base beside fp32 adapters would not shard.
+    if args.model_dtype == "auto" and cfg.bf16 and adapter and strategy != "fsdp":
         return dataclasses.replace(args, model_dtype="bfloat16")
     return args
 
@@ -130,11 +201,12 @@ def _add_tokens(cfg: Config, model: Any, tokenizer: Any, log: Log) -> None:
         log(f"vocabulary: added {len(added)} of {len(tokens)} new tokens (now {len(tokenizer)})")
 
 
-def _data(cfg: Config, tokenizer: Any, run_dir: Path, log: Log) -> tuple[Any, Any]:
+def _data(cfg: Config, tokenizer: Any, run_dir: Path, log: Log, main: bool) -> tuple[Any, Any]:
     from danlu.data import build_dataset, save_report
 
     train_ds, eval_ds, report = build_dataset(cfg, tokenizer, log=log)
-    save_report(report, run_dir)
+    if main:
+        save_report(report, run_dir)
     if len(train_ds) == 0:
         raise UsageError(
             "data: no training samples left after reading and truncation "
@@ -150,28 +222,28 @@ def _data(cfg: Config, tokenizer: Any, run_dir: Path, log: Log) -> tuple[Any, An
     return train_ds, eval_ds
 
 
-def _total_steps(cfg: Config, rows: int) -> int:
-    """Optimiser steps of the run, as Trainer will count them (one process)."""
+def _total_steps(cfg: Config, rows: int, world: int = 1) -> int:
+    """Optimiser steps of the run, as Trainer will count them (each rank gets rows / world)."""
     if cfg.max_steps > 0:
         return cfg.max_steps
-    batches = math.ceil(rows / cfg.per_device_train_batch_size)
+    batches = math.ceil(math.ceil(rows / world) / cfg.per_device_train_batch_size)
     per_epoch = max(math.ceil(batches / cfg.gradient_accumulation_steps), 1)
     return math.ceil(per_epoch * cfg.num_train_epochs)
 
 
 def _trainer(
-    cfg: Config, model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any, run_dir: Path
+    cfg: Config, model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any, run_dir: Path, args: Any
 ) -> Any:
-    device = model.device.type if hasattr(model, "device") else "cpu"
-    args = training_arguments(cfg, run_dir, device, has_eval=eval_ds is not None)
     if cfg.eval_steps is not None and eval_ds is None:
         raise UsageError("eval_steps: there is no held-out data; set val_size (e.g. 0.05)")
     method = registry.get_method(cfg.method)
     return build_trainer(
         run_dir=run_dir,
-        meter=_meter(cfg, model, train_ds, device),
+        meter=_meter(cfg, model, train_ds, args.device.type),
         keep=cfg.save_total_limit,
         on_step=method.on_step,
+        is_adapter=method.is_adapter,
+        hybrid_shard=cfg.fsdp_sharding == "hybrid_shard" and local_world_size() < world_size(),
         model=model,
         args=args,
         train_dataset=train_ds,

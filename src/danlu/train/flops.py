@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from danlu.methods.registry import logical_numel
+
 # Dense peak TFLOP/s for bf16/fp16 tensor-core matmuls (vendor datasheets, no sparsity).
 GPU_PEAK_TFLOPS: dict[str, float] = {
     "H200": 989.0,
@@ -64,8 +66,9 @@ def flops_model(model: Any) -> FlopsModel:
         is_embed = id(p) in embed_ids
         if is_embed and not tied:
             continue  # a lookup, not a matmul (untied: the LM head is a separate weight)
-        params += p.numel()
-        trainable += p.numel() if p.requires_grad else 0
+        n = logical_numel(p)
+        params += n
+        trainable += n if p.requires_grad else 0
     return FlopsModel(
         params,
         trainable,

@@ -7,7 +7,10 @@ What it adds to transformers' Trainer, and why:
 - token counting per micro-batch (all non-pad tokens, and trained tokens) for tokens/s, MFU
   and `trained_tokens` in metrics.jsonl;
 - the method's per-step hook (AdaLoRA's rank allocation) after each optimiser step;
-- loss.png redrawn at each save.
+- loss.png redrawn at each save;
+- tokens/s summed over ranks (tokens_per_s is the job's, tokens_per_s_per_device one device's);
+- FSDP2 checkpoints by parameter name (`Fsdp2Checkpoints`), and a barrier before a sharded
+  (ZeRO/FSDP) checkpoint is published, so no rank is still writing into it.
 Loss normalisation over accumulated micro-batches (sum of token losses / trained tokens of the
 whole optimiser step) is transformers' own `num_items_in_batch` path; a test checks it.
 """
@@ -19,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from danlu.train.checkpoint import checkpoints_dir, rotate, staging_dir
+from danlu.train.fsdp_trainer import Fsdp2Checkpoints
 from danlu.train.metrics import MetricsFile, ThroughputMeter, memory_gib, plot_loss
+from danlu.utils.dist import all_reduce_sum, barrier
 from danlu.utils.fs import publish
 
 StepHook = Callable[[Any, int], None]
@@ -31,12 +36,15 @@ def build_trainer(
     meter: ThroughputMeter,
     keep: int | None,
     on_step: StepHook | None = None,
+    is_adapter: bool = False,
+    hybrid_shard: bool = False,
     **trainer_kwargs: Any,
 ) -> Any:
     """A `DanluTrainer` (created lazily so importing danlu.train stays light)."""
     cls = _trainer_class()
     trainer = cls(**trainer_kwargs)
     trainer.danlu_setup(run_dir, meter, keep)
+    trainer.fsdp2_setup(is_adapter, hybrid_shard)
     if on_step is not None:
         trainer.add_callback(_step_hook_callback(on_step))
     return trainer
@@ -45,7 +53,7 @@ def build_trainer(
 def _trainer_class() -> type:
     from transformers import Trainer
 
-    class DanluTrainer(Trainer):
+    class DanluTrainer(Fsdp2Checkpoints, Trainer):
         def danlu_setup(self, run_dir: Path, meter: ThroughputMeter, keep: int | None) -> None:
             self.run_dir, self.meter, self.keep = Path(run_dir), meter, keep
             self.metrics = MetricsFile(self.run_dir / "metrics.jsonl")
@@ -60,6 +68,7 @@ def _trainer_class() -> type:
 
         def _save_checkpoint(self, model: Any, trial: Any) -> None:
             super()._save_checkpoint(model, trial)
+            barrier()  # ZeRO/FSDP: every rank has written its part before rank 0 publishes
             if not self.args.should_save:
                 return
             step = self.state.global_step
@@ -72,7 +81,9 @@ def _trainer_class() -> type:
             self.meter.restart()
             if kwargs.get("resume_from_checkpoint"):  # keep the count cumulative across resumes
                 done = [r["trained_tokens"] for r in self.metrics.read() if "trained_tokens" in r]
-                self.meter.trained_tokens = done[-1] // max(self.args.world_size, 1) if done else 0
+                # the job's total so far, carried by rank 0 alone (counts are summed over ranks)
+                main = self.args.process_index == 0
+                self.meter.trained_tokens = done[-1] if done and main else 0
             return super().train(*args, **kwargs)
 
         def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -83,20 +94,21 @@ def _trainer_class() -> type:
                 self.metrics.write(self._record(logs))
 
         def _live(self) -> dict[str, float]:
-            rates = self.meter.window()
+            """The job's numbers: every rank logs, so summing over ranks here is collective."""
+            r = self.meter.window()
             world = max(self.args.world_size, 1)
+            mine = [r["tokens_per_s"], r["trained_tokens_per_s"], r["tflops"], r["mfu"] or 0.0]
+            tokens, trained, tflops, mfu, total = all_reduce_sum([*mine, self.meter.trained_tokens])
             live = {
-                "tokens_per_s": rates["tokens_per_s"] * world,
-                "tokens_per_s_per_device": rates["tokens_per_s"],
-                "trained_tokens_per_s": rates["trained_tokens_per_s"] * world,
-                "tflops": rates["tflops"],
-                "mfu": rates["mfu"],
-                "trained_tokens": self.meter.trained_tokens * world,
+                "tokens_per_s": round(tokens, 2),
+                "tokens_per_s_per_device": round(tokens / world, 2),
+                "trained_tokens_per_s": round(trained, 2),
+                "tflops": round(tflops / world, 4),  # per device, as MFU
+                "mfu": None if r["mfu"] is None else round(mfu / world, 4),
+                "trained_tokens": int(total),
                 "mem": memory_gib(self.args.device.type),
             }
-            return {
-                k: v for k, v in live.items() if v is not None
-            }  # TensorBoard takes numbers only
+            return {k: v for k, v in live.items() if v is not None}  # TensorBoard: numbers only
 
         def _record(self, logs: dict[str, float]) -> dict[str, Any]:
             record: dict[str, Any] = {

@@ -34,10 +34,15 @@ def _cgroup_cpu_quota() -> float | None:
 
 
 def configure_threads(threads: int = 0) -> int:
-    """Set torch's intra-op threads to `threads`, or to the usable cores when 0. Returns it."""
+    """Set torch's intra-op threads to `threads`, or to the usable cores when 0. Returns it.
+
+    Several training processes on one node share its cores: each takes its part, or they
+    oversubscribe them (torchrun's own answer, one thread each, leaves CPU runs idle).
+    """
     import torch
 
-    n = threads if threads > 0 else available_cpus()
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("WORLD_SIZE") or 1)
+    n = threads if threads > 0 else max(available_cpus() // per_node, 1)
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
