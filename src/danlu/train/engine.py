@@ -71,6 +71,8 @@ def train(cfg: Config, log: Log = print) -> TrainResult:
     run_dir = Path(cfg.output_dir).expanduser()
     _seed(cfg.seed)
     device = pick_device(cfg.device).type
+    if device == "cpu":  # DeepSpeed (imported by accelerate) otherwise warns on stdout that it
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # found no GPU, in every CPU run
     cfg = preflight(cfg, device, log)
     # TrainingArguments start the process group, and (ZeRO-3) make from_pretrained shard at load.
     args = training_arguments(cfg, run_dir, device, cfg.val_size > 0, _deepspeed(cfg, run_dir))
@@ -138,6 +140,10 @@ def _init_deepspeed(backend: str | None) -> None:
 
 def _shard(cfg: Config, model: Any, device: str, log: Log) -> Any:
     check_method(cfg.method)
+    if cfg.fsdp_offload and device == "cpu":
+        raise UsageError(
+            "fsdp_offload: on a CPU run the shards already live in CPU memory; it is for GPUs"
+        )
     topo_nodes = max(world_size() // max(local_world_size(), 1), 1)
     model = shard(model, cfg.fsdp_sharding, cfg.fsdp_offload, topo_nodes, device)
     offload = ", parameters offloaded to CPU" if cfg.fsdp_offload else ""
@@ -201,7 +207,9 @@ def _add_tokens(cfg: Config, model: Any, tokenizer: Any, log: Log) -> None:
         log(f"vocabulary: added {len(added)} of {len(tokens)} new tokens (now {len(tokenizer)})")
 
 
-def _data(cfg: Config, tokenizer: Any, run_dir: Path, log: Log, main: bool) -> tuple[Any, Any]:
+def _data(
+    cfg: Config, tokenizer: Any, run_dir: Path, log: Log, main: bool = True
+) -> tuple[Any, Any]:
     from danlu.data import build_dataset, save_report
 
     train_ds, eval_ds, report = build_dataset(cfg, tokenizer, log=log)
