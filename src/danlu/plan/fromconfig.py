@@ -38,10 +38,27 @@ def setup_from_config(cfg: Any) -> tuple[str, dict[str, Any]]:
         "grad_ckpt": cfg.gradient_checkpointing,
         "accumulation": cfg.gradient_accumulation_steps,
     }
+    fields.update(_sharding(cfg))
+    return cfg.model, fields
+
+
+def _sharding(cfg: Any) -> dict[str, Any]:
+    """Data-parallel size and ZeRO stage: DeepSpeed presets, and FSDP as its ZeRO equivalent
+    (full_shard ~ ZeRO-3, shard_grad_op keeps weights gathered through a step ~ ZeRO-2)."""
+    from danlu.utils.dist import world_size
+
+    out: dict[str, Any] = {}
+    dp = max(cfg.nproc_per_node * (cfg.nnodes or 1), world_size())
+    if dp > 1:
+        out["dp"] = dp
     if cfg.deepspeed in DEEPSPEED:
         zero, opt_off, param_off = DEEPSPEED[cfg.deepspeed]
-        fields.update(zero=zero, offload_optimizer=opt_off, offload_params=param_off)
-    return cfg.model, fields
+        out.update(zero=zero, offload_optimizer=opt_off, offload_params=param_off)
+    elif cfg.distributed == "fsdp":
+        out["zero"] = 2 if cfg.fsdp_sharding == "shard_grad_op" else 3
+        if cfg.fsdp_offload:
+            out.update(offload_optimizer="cpu", offload_params="cpu")
+    return out
 
 
 def deepspeed_preset(s: Setup) -> str | None:
