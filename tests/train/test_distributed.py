@@ -138,3 +138,28 @@ def test_zero3_full_finetuning_trains_the_same_and_resumes(base, one_full, tmp_p
     _assert_same(_weights(one_full / "final", MODEL), final, 1e-5)
     resumed = _resume_from_step_2(run, tmp_path / "again", base, *args, nproc=2)
     _assert_same(final, _weights(resumed, MODEL), 1e-6)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_rendezvous_and_hybrid_shard(base, one_lora, tmp_path):
+    """Two 'nodes' on this machine, each started as its own `danlu train node_rank=N` (what
+    `--print-launch` tells a user to run on each node): torchrun's c10d rendezvous at the master
+    address, and FSDP hybrid sharding over a (2 nodes x 1 process) mesh."""
+    out, port = tmp_path / "nodes", _free_port()
+    argv = [sys.executable, "-m", "danlu", "train", str(base), f"output_dir={out}", "--quiet",
+            "per_device_train_batch_size=1", "distributed=fsdp", "fsdp_sharding=hybrid_shard",
+            "nnodes=2", "master_addr=127.0.0.1", f"master_port={port}"]  # fmt: skip
+    nodes = [subprocess.Popen([*argv, f"node_rank={rank}"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for rank in (0, 1)]  # fmt: skip
+    results = [node.communicate(timeout=600) for node in nodes]
+    for node, (_, err) in zip(nodes, results, strict=True):
+        assert node.returncode == 0, err[-4000:]
+        assert f"--nnodes 2 --node_rank {nodes.index(node)} --master_addr 127.0.0.1" in err
+    _assert_same(_weights(one_lora / "final", ADAPTER), _weights(out / "final", ADAPTER), 1e-5)

@@ -71,3 +71,40 @@ def rotate(output_dir: str | Path, keep: int | None) -> list[Path]:
     for path in doomed:
         shutil.rmtree(path)
     return doomed
+
+
+def writer_of(folder: Path) -> tuple[str, int]:
+    """Which strategy wrote a checkpoint: ("deepspeed", ranks) | ("fsdp", 0) | ("plain", 0)."""
+    latest = folder / "latest"
+    if latest.is_file():  # DeepSpeed's tag file; one optimizer shard per data-parallel rank
+        shards = list((folder / latest.read_text().strip()).glob("*optim_states.pt"))
+        return "deepspeed", len(shards)
+    if (folder / "trainable.safetensors").is_file():
+        return "fsdp", 0
+    return "plain", 0
+
+
+def check_resumable(folder: Path, strategy: str, world: int) -> None:
+    """Refuse a resume that would silently start a fresh optimizer or miss the weights.
+
+    FSDP checkpoints (full tensors by name) resume anywhere; DeepSpeed's shard the optimizer
+    per rank and resume only under DeepSpeed on the same number of processes; a plain
+    (one process / DDP) checkpoint has no name-keyed state for FSDP to load.
+    """
+    writer, ranks = writer_of(folder)
+    if writer == "deepspeed" and (strategy != "deepspeed" or ranks != world):
+        raise UsageError(
+            f"resume_from_checkpoint: {folder} holds DeepSpeed ZeRO optimizer shards of {ranks} "
+            f"processes; resume it with deepspeed on {ranks} processes (this run: {strategy}, "
+            f"{world}), or convert it first with DeepSpeed's ds_to_universal"
+        )
+    if strategy == "fsdp" and writer == "plain":
+        raise UsageError(
+            f"resume_from_checkpoint: {folder} was written without FSDP (no trainable.safetensors);"
+            " resume it with distributed: ddp or on one process"
+        )
+    if strategy == "deepspeed" and writer != "deepspeed":
+        raise UsageError(
+            f"resume_from_checkpoint: {folder} was written without DeepSpeed; resume it with the "
+            "strategy that wrote it"
+        )

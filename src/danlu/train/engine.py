@@ -23,6 +23,7 @@ from danlu.models.device import pick_device
 from danlu.models.load import load_model
 from danlu.models.vocab import extend_vocabulary, read_new_tokens
 from danlu.train.args import dist_strategy, training_arguments
+from danlu.train.checkpoint import check_resumable
 from danlu.train.dsconfig import deepspeed_config
 from danlu.train.flops import cpu_peak_flops, flops_model, gpu_peak_flops
 from danlu.train.fsdp import check_method, shard
@@ -77,6 +78,8 @@ def train(cfg: Config, log: Log = print) -> TrainResult:
     # TrainingArguments start the process group, and (ZeRO-3) make from_pretrained shard at load.
     args = training_arguments(cfg, run_dir, device, cfg.val_size > 0, _deepspeed(cfg, run_dir))
     resume = broadcast_object(_prepare_run_dir(cfg, run_dir) if main else None)
+    if resume is not None:
+        check_resumable(resume, strategy, world_size())
     if main:
         save_config(cfg, run_dir / "config.yaml")  # as run: after auto_batch_size
     if strategy != "none":
