@@ -232,6 +232,25 @@ def test_accumulation_equals_one_big_batch(tiny_model_dir, data_file, tmp_path):
     assert big.trained_tokens == acc.trained_tokens
 
 
+def test_adalora_regulariser_keeps_its_weight_under_accumulation(
+    tiny_model_dir, data_file, tmp_path
+):
+    # AdaLoRA adds its orthogonality term to every forward's loss, and Trainer sums the
+    # micro-batch losses of a step: unscaled, 4 micro-batches trained with 4x the weight.
+    common = ["max_steps=2", "save_steps=100", "method=adalora", "adalora_orth_reg_weight=5.0"]
+    runs = [
+        train(_cfg(tiny_model_dir, data_file, tmp_path / name, *common, *extra), log=print)
+        for name, extra in (
+            ("big", ["per_device_train_batch_size=4"]),
+            ("acc", ["per_device_train_batch_size=1", "gradient_accumulation_steps=4"]),
+        )
+    ]
+    big, acc = (_adapter_weights(r.final_dir) for r in runs)
+    for name in big:
+        torch.testing.assert_close(acc[name], big[name], rtol=0, atol=2e-5, msg=name)
+    assert runs[0].train_loss == pytest.approx(runs[1].train_loss, abs=1e-4)
+
+
 @pytest.mark.slow
 def test_packing_trains_the_same_tokens_in_fewer_rows(tiny_model_dir, data_file, tmp_path):
     one_epoch = ["max_steps=-1", "num_train_epochs=1", "save_steps=100", "cutoff_len=256"]

@@ -41,7 +41,8 @@ def prepare(model: Any, params: AdaLoraArgs, ctx: MethodContext) -> Any:
         tfinal=params.adalora_tfinal,
         deltaT=params.adalora_delta_t,
         total_step=total,
-        orth_reg_weight=params.adalora_orth_reg_weight,
+        # added to every forward's loss; Trainer sums accumulation x processes of them per step
+        orth_reg_weight=params.adalora_orth_reg_weight / ctx.loss_copies,
         lora_alpha=lora.lora_alpha if lora.lora_alpha is not None else 2 * params.adalora_init_r,
         lora_dropout=lora.lora_dropout,
         target_modules=target_modules(lora.lora_target),

@@ -30,6 +30,11 @@ class MethodContext:
     """Optimiser steps of the whole run (AdaLoRA's schedule needs it)."""
     lora: LoraArgs = field(default_factory=LoraArgs)
     """LoRA keys shared by lora/qlora/adalora (target, alpha, dropout, extra modules)."""
+    loss_copies: int = 1
+    """How many times a term the model adds to each forward's loss reaches one optimiser step's
+    gradient: Trainer normalises the token loss over the whole step (accumulation x processes)
+    and so sums, not averages, the micro-batch losses. A regulariser added per forward (AdaLoRA's)
+    must be divided by this to keep its configured weight."""
 
 
 Prepare = Callable[[Any, Any, MethodContext], Any]
@@ -78,7 +83,7 @@ def get_method(name: str) -> Method:
         ) from None
 
 
-def prepare(model: Any, cfg: Any, total_steps: int | None = None) -> Any:
+def prepare(model: Any, cfg: Any, total_steps: int | None = None, loss_copies: int = 1) -> Any:
     """Apply `cfg.method` to a model from `danlu.models.load_model(..., for_training=True)`.
 
     Returns the model to train (a PeftModel for adapter methods) with exactly the intended
@@ -90,6 +95,7 @@ def prepare(model: Any, cfg: Any, total_steps: int | None = None) -> Any:
         gradient_checkpointing=cfg.gradient_checkpointing,
         total_steps=total_steps,
         lora=cfg.section("lora"),
+        loss_copies=loss_copies,
     )
     params = cfg.section(method.params_section) if method.params_section else None
     return apply(method, model, params, ctx)

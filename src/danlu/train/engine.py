@@ -92,7 +92,8 @@ def train(cfg: Config, log: Log = print) -> TrainResult:
     with args.main_process_first(local=False, desc="tokenise data"):
         train_ds, eval_ds = _data(cfg, tokenizer, run_dir, log, main)
     steps = _total_steps(cfg, len(train_ds), world_size())
-    model = registry.prepare(model, cfg, total_steps=steps)
+    copies = cfg.gradient_accumulation_steps * world_size()
+    model = registry.prepare(model, cfg, total_steps=steps, loss_copies=copies)
     trainable, total, pct = registry.trainable_summary(model)
     log(f"method: {cfg.method}: training {trainable:,} of {total:,} parameters ({pct:.4f}%)")
     if strategy == "fsdp":
