@@ -156,7 +156,8 @@ class DistArgs:
     """DeepSpeed config: a preset shipped with danlu (zero1, zero2, zero2_offload, zero3,
     zero3_offload, zero3_nvme) or a JSON file; its `auto` values are filled from this config."""
     deepspeed_flops_profiler: bool = False
-    """Turn on DeepSpeed's flops profiler (prints per-module FLOPs and latency at step 2)."""
+    """Turn on DeepSpeed's flops profiler: per-module FLOPs, latency and FLOPS of one early step,
+    written to OUTPUT_DIR/flops_profile.txt."""
     nvme_path: str = "/local_nvme"
     """`zero3_nvme`: a fast local disk folder the parameters and optimizer states are paged to."""
     nproc_per_node: int = 1
