@@ -84,19 +84,24 @@ def one_full(base, tmp_path_factory) -> Path:
     return out
 
 
-def test_ddp_two_processes_equal_one_process_with_the_doubled_batch(base, one_lora, tmp_path):
-    out = tmp_path / "ddp"
-    proc = _train(base, out, "per_device_train_batch_size=1", nproc=2)
-    _assert_same(_weights(one_lora / "final", ADAPTER), _weights(out / "final", ADAPTER), 1e-5)
-    assert proc.stdout.splitlines().count(str(out / "final")) == 1  # one answer for the job
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    single = [json.loads(line) for line in (one_lora / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == [1, 2, 3, 4]  # rank 0 alone writes
+def test_ddp_two_processes_equal_one_process_with_the_doubled_batch(base, tmp_path):
+    # two epochs of 8 records: each epoch's shuffle must be the one process's, split in two
+    data = json.dumps([{"path": str(base.parent / "sft.jsonl"), "max_samples": 8}])
+    epochs = [f"data={data}", "max_steps=-1", "num_train_epochs=2", "save_steps=4"]
+    one, two = tmp_path / "one", tmp_path / "ddp"
+    _train(base, one, *epochs, "per_device_train_batch_size=2")
+    proc = _train(base, two, *epochs, "per_device_train_batch_size=1", nproc=2)
+    _assert_same(_weights(one / "final", ADAPTER), _weights(two / "final", ADAPTER), 1e-5)
+    assert proc.stdout.splitlines().count(str(two / "final")) == 1  # one answer for the job
+    records = [json.loads(line) for line in (two / "metrics.jsonl").read_text().splitlines()]
+    single = [json.loads(line) for line in (one / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 9))  # rank 0 alone writes
     assert [r["trained_tokens"] for r in records] == [r["trained_tokens"] for r in single]
+    assert [r["loss"] for r in records] == pytest.approx([r["loss"] for r in single], abs=1e-4)
     assert all(r["tokens_per_s"] == pytest.approx(2 * r["tokens_per_s_per_device"], abs=0.02)
                for r in records)  # fmt: skip
-    step2 = sorted(p.name for p in (out / "checkpoints" / "step-2").glob("rng_state_*"))
-    assert step2 == ["rng_state_0.pth", "rng_state_1.pth"]  # each rank's RNG, for exact resume
+    step4 = sorted(p.name for p in (two / "checkpoints" / "step-4").glob("rng_state_*"))
+    assert step4 == ["rng_state_0.pth", "rng_state_1.pth"]  # each rank's RNG, for exact resume
 
 
 def test_fsdp_lora_trains_the_same_and_resumes_on_one_process(base, one_lora, tmp_path):

@@ -65,9 +65,50 @@ def train(cfg: Config, log: Log = print) -> TrainResult:
         raise UsageError(
             f"stage '{cfg.stage}': only pt and sft train in this version (rm/dpo next)"
         )
+    job = _start(cfg, log if is_main() else _quiet)
+    cfg, log = job.cfg, job.log
+    loaded = load_model(_model_args(cfg, job.strategy), for_training=True)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    _add_tokens(cfg, model, tokenizer, log)
+    with job.args.main_process_first(local=False, desc="tokenise data"):
+        train_ds, eval_ds = _data(cfg, tokenizer, job.run_dir, log, is_main())
+    model = _prepare_method(cfg, model, len(train_ds), log)
+    if job.strategy == "fsdp":
+        model = _shard(cfg, model, job.args.device.type, log)
+    trainer = _trainer(cfg, model, tokenizer, train_ds, eval_ds, job.run_dir, job.args)
+    if job.resume is not None:
+        log(f"resume: from {job.resume}")
+    output = _run(trainer, cfg, job.resume)
+    is_adapter = registry.get_method(cfg.method).is_adapter
+    final = _save_final(trainer, job.strategy, job.run_dir, is_adapter)
+    log(f"final: {final} (step {trainer.state.global_step}, train loss {output.training_loss:.4f})")
+    return TrainResult(
+        job.run_dir,
+        final,
+        trainer.state.global_step,
+        output.training_loss,
+        trainer.meter.trained_tokens,
+        trainer.meter.tokens,
+        job.resume,
+        output.metrics.get("train_runtime", 0.0),
+    )
+
+
+@dataclass
+class _Job:
+    cfg: Config
+    """As run (after auto_batch_size)."""
+    log: Log
+    strategy: str
+    run_dir: Path
+    args: Any
+    """TrainingArguments; creating them started the process group."""
+    resume: Path | None
+
+
+def _start(cfg: Config, log: Log) -> _Job:
+    """Strategy, process group, run directory and resume point, before any heavy loading."""
     strategy = dist_strategy(cfg)
-    main = is_main()
-    log = log if main else _quiet
     os.environ.update(nccl_env(cfg))  # before the process group starts
     run_dir = Path(cfg.output_dir).expanduser()
     _seed(cfg.seed)
@@ -77,43 +118,25 @@ def train(cfg: Config, log: Log = print) -> TrainResult:
     cfg = preflight(cfg, device, log)
     # TrainingArguments start the process group, and (ZeRO-3) make from_pretrained shard at load.
     args = training_arguments(cfg, run_dir, device, cfg.val_size > 0, _deepspeed(cfg, run_dir))
-    resume = broadcast_object(_prepare_run_dir(cfg, run_dir) if main else None)
+    resume = broadcast_object(_prepare_run_dir(cfg, run_dir) if is_main() else None)
     if resume is not None:
         check_resumable(resume, strategy, world_size())
-    if main:
+    if is_main():
         save_config(cfg, run_dir / "config.yaml")  # as run: after auto_batch_size
     if strategy != "none":
         log(f"distributed: {strategy}, {world_size()} processes ({args.ddp_backend or 'auto'})")
     if strategy == "deepspeed":
         _init_deepspeed(args.ddp_backend)
-    loaded = load_model(_model_args(cfg, strategy), for_training=True)
-    model, tokenizer = loaded.model, loaded.tokenizer
-    _add_tokens(cfg, model, tokenizer, log)
-    with args.main_process_first(local=False, desc="tokenise data"):
-        train_ds, eval_ds = _data(cfg, tokenizer, run_dir, log, main)
-    steps = _total_steps(cfg, len(train_ds), world_size())
+    return _Job(cfg, log, strategy, run_dir, args, resume)
+
+
+def _prepare_method(cfg: Config, model: Any, rows: int, log: Log) -> Any:
+    steps = _total_steps(cfg, rows, world_size())
     copies = cfg.gradient_accumulation_steps * world_size()
     model = registry.prepare(model, cfg, total_steps=steps, loss_copies=copies)
     trainable, total, pct = registry.trainable_summary(model)
     log(f"method: {cfg.method}: training {trainable:,} of {total:,} parameters ({pct:.4f}%)")
-    if strategy == "fsdp":
-        model = _shard(cfg, model, device, log)
-    trainer = _trainer(cfg, model, tokenizer, train_ds, eval_ds, run_dir, args)
-    if resume is not None:
-        log(f"resume: from {resume}")
-    output = _run(trainer, cfg, resume)
-    final = _save_final(trainer, strategy, run_dir, registry.get_method(cfg.method).is_adapter)
-    log(f"final: {final} (step {trainer.state.global_step}, train loss {output.training_loss:.4f})")
-    return TrainResult(
-        run_dir,
-        final,
-        trainer.state.global_step,
-        output.training_loss,
-        trainer.meter.trained_tokens,
-        trainer.meter.tokens,
-        resume,
-        output.metrics.get("train_runtime", 0.0),
-    )
+    return model
 
 
 def _quiet(_: str) -> None:
@@ -148,8 +171,11 @@ def _shard(cfg: Config, model: Any, device: str, log: Log) -> Any:
         raise UsageError(
             "fsdp_offload: on a CPU run the shards already live in CPU memory; it is for GPUs"
         )
+    import torch
+
     topo_nodes = max(world_size() // max(local_world_size(), 1), 1)
-    model = shard(model, cfg.fsdp_sharding, cfg.fsdp_offload, topo_nodes, device)
+    dtype = torch.bfloat16 if cfg.bf16 else None  # fp16 keeps autocast + loss scaling
+    model = shard(model, cfg.fsdp_sharding, cfg.fsdp_offload, topo_nodes, device, dtype)
     offload = ", parameters offloaded to CPU" if cfg.fsdp_offload else ""
     log(f"fsdp: {cfg.fsdp_sharding} over {world_size()} processes{offload}")
     return model
