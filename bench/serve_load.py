@@ -140,11 +140,17 @@ def one_request(url: str, model: str, tokens: int, extra: dict) -> tuple[float, 
 
 def load(url: str, model: str, clients: int, per_client: int, tokens: int, extra: dict) -> dict:
     results: list[tuple[float, float, int]] = []
+    failed: list[str] = []
     lock = threading.Lock()
 
     def client() -> None:
         for _ in range(per_client):
-            res = one_request(url, model, tokens, extra)
+            try:
+                res = one_request(url, model, tokens, extra)
+            except Exception as exc:  # counted and shown: a dropped stream must not vanish
+                with lock:
+                    failed.append(f"{type(exc).__name__}: {exc}")
+                continue
             with lock:
                 results.append(res)
 
@@ -157,9 +163,12 @@ def load(url: str, model: str, clients: int, per_client: int, tokens: int, extra
     wall = time.perf_counter() - t0
     lat, ttft = [r[0] for r in results], [r[1] for r in results]
     total = sum(r[2] for r in results)
+    if failed:
+        print(f"  {len(failed)} of {clients * per_client} requests FAILED, e.g. {failed[0][:200]}")
     return {
         "clients": clients,
         "requests": len(results),
+        "failed": len(failed),
         "tokens": total,
         "tok_s": total / wall,
         "p50": pct(lat, 50),
@@ -266,6 +275,9 @@ def run_peer(peer: str, args: argparse.Namespace) -> None:
             "2048",
             "--n_threads",
             str(os.cpu_count() or 1),
+            # its default (True) ends a running stream when another request arrives; queue instead
+            "--interrupt_requests",
+            "false",
         ]
         extra = {"logit_bias": {"2": -100}}  # keep generating past EOS (id 2), like ignore_eos
     else:
@@ -283,6 +295,10 @@ def run_peer(peer: str, args: argparse.Namespace) -> None:
             args.model,
             "--max-model-len",
             "2048",
+            # on CPU its default reserves 0.92 of all RAM and refuses to start when less is free
+            # (this process already holds the model); 4 GiB of KV cache is ample here
+            "--kv-cache-memory-bytes",
+            str(4 << 30),
         ]
         extra = {"ignore_eos": True}
     proc, url = start(cmd, None, f"http://127.0.0.1:{port}")
