@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,6 +189,9 @@ def _save_final(trainer: Any, strategy: str, run_dir: Path, is_adapter: bool) ->
             return run_dir / "final"
         return save_final(trainer.model, trainer.processing_class, run_dir, is_adapter)
     staged = run_dir / ".final.staging"
+    if trainer.args.should_save:  # a run killed while publishing must not leak files into this one
+        shutil.rmtree(staged, ignore_errors=True)
+    barrier()
     trainer.save_model(str(staged))
     barrier()
     if trainer.args.should_save:
