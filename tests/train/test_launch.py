@@ -109,6 +109,8 @@ def test_wants_launch_only_outside_a_launcher(monkeypatch):
     cfg = load_config(None, ["nproc_per_node=2"])
     assert launch.wants_launch(cfg)
     assert not launch.wants_launch(load_config(None, []))
+    # DeepSpeed on one process still needs a launcher's environment (else it looks for MPI)
+    assert launch.wants_launch(load_config(None, ["deepspeed=zero2"]))
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     assert not launch.wants_launch(cfg)  # a child of torchrun trains; it does not relaunch

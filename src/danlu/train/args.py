@@ -90,7 +90,7 @@ def training_arguments(
 def _backend(cfg: Any, device: str) -> str | None:
     from danlu.utils.dist import world_size
 
-    if world_size() == 1:
+    if world_size() == 1 and dist_strategy(cfg) != "deepspeed":  # DeepSpeed needs a group always
         return None
     if cfg.ddp_backend != "auto":
         return cfg.ddp_backend

@@ -12,6 +12,7 @@ import re
 import shutil
 from pathlib import Path
 
+from danlu.train.fsdp import TRAINABLE
 from danlu.utils.errors import UsageError
 from danlu.utils.fs import atomic_dir, publish
 
@@ -79,7 +80,7 @@ def writer_of(folder: Path) -> tuple[str, int]:
     if latest.is_file():  # DeepSpeed's tag file; one optimizer shard per data-parallel rank
         shards = list((folder / latest.read_text().strip()).glob("*optim_states.pt"))
         return "deepspeed", len(shards)
-    if (folder / "trainable.safetensors").is_file():
+    if (folder / TRAINABLE).is_file():
         return "fsdp", 0
     return "plain", 0
 

@@ -118,12 +118,15 @@ def _start(cfg: Config, log: Log) -> _Job:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # found no GPU, in every CPU run
     cfg = preflight(cfg, device, log)
     # TrainingArguments start the process group, and (ZeRO-3) make from_pretrained shard at load.
-    args = training_arguments(cfg, run_dir, device, cfg.val_size > 0, _deepspeed(cfg, run_dir))
+    ds_config = _deepspeed(cfg, run_dir)
+    args = training_arguments(cfg, run_dir, device, cfg.val_size > 0, ds_config)
     resume = broadcast_object(_prepare_run_dir(cfg, run_dir) if is_main() else None)
     if resume is not None:
         check_resumable(resume, strategy, world_size())
-    if is_main():
+    if is_main():  # only after the run-dir checks: a refused run must not touch the old one
         save_config(cfg, run_dir / "config.yaml")  # as run: after auto_batch_size
+        if ds_config is not None:
+            (run_dir / "deepspeed.json").write_text(json.dumps(ds_config, indent=2) + "\n")
     if strategy != "none":
         log(f"distributed: {strategy}, {world_size()} processes ({args.ddp_backend or 'auto'})")
     if strategy == "deepspeed":
@@ -149,13 +152,7 @@ def _prepare_run_dir(cfg: Config, run_dir: Path) -> Path | None:
 
 
 def _deepspeed(cfg: Config, run_dir: Path) -> dict | None:
-    if not cfg.deepspeed:
-        return None
-    config = deepspeed_config(cfg, world_size(), run_dir)
-    if is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "deepspeed.json").write_text(json.dumps(config, indent=2) + "\n")
-    return config
+    return deepspeed_config(cfg, world_size(), run_dir) if cfg.deepspeed else None
 
 
 def _init_deepspeed(backend: str | None) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from danlu.train import fsdp
+from danlu.train.checkpoint import writer_of
 
 SCHEDULER = "scheduler.pt"
 
@@ -78,7 +79,7 @@ class Fsdp2Checkpoints:
 
     def _by_name(self, checkpoint: str) -> bool:
         """Sharded now, or resuming a sharded run's checkpoint on one process."""
-        return self.fsdp2 or (Path(checkpoint) / fsdp.TRAINABLE).is_file()
+        return self.fsdp2 or writer_of(Path(checkpoint))[0] == "fsdp"
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
         if not self._by_name(resume_from_checkpoint):

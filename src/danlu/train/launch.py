@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from danlu.train.args import dist_strategy
 from danlu.utils.dist import launched
 from danlu.utils.errors import UsageError
 
@@ -160,10 +161,12 @@ def _env_int(var: str) -> int | None:
 
 
 def wants_launch(cfg: Any) -> bool:
-    """True when this `danlu train` should start the processes instead of training itself."""
+    """True when this `danlu train` should start the processes instead of training itself:
+    several of them, or DeepSpeed even on one (without a launcher's environment it looks for
+    MPI to find its rank)."""
     if launched():
         return False
-    return cfg.nproc_per_node > 1 or bool(cfg.hostfile) or topology(cfg).nnodes > 1
+    return topology(cfg).world_size > 1 or dist_strategy(cfg) == "deepspeed"
 
 
 def torchrun_argv(topo: Topology, node_rank: int, train_argv: list[str]) -> list[str]:

@@ -12,8 +12,8 @@ from danlu.utils.errors import UsageError
 from danlu.utils.fs import atomic_dir
 
 # What a run writes; `overwrite_output_dir` removes only these, never a user's other files.
-RUN_FILES = ("config.yaml", "data_report.json", "metrics.jsonl", "loss.png", "tb", "checkpoints",
-             "final")  # fmt: skip
+RUN_FILES = ("config.yaml", "deepspeed.json", "data_report.json", "metrics.jsonl", "loss.png",
+             "tb", "checkpoints", "final")  # fmt: skip
 
 
 def prepare_run_dir(run_dir: Path, resume: str | None, overwrite: bool) -> Path | None:
