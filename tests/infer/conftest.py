@@ -6,6 +6,8 @@
 - `parrot_dir`: the lively model overfitted (~30 steps) to answer the chat "你好" with PARROT_REPLY
   and to continue "Once upon a time" with PARROT_STORY, both full of multi-token characters
   (CJK, an emoji): exact-text, stop-string and streaming tests then know what must come out.
+- `chatter_dir`: a model built by hand to say CHATTER_TOKEN forever (never EOS), whatever the
+  seed or the transformers release: for tests that must interrupt an answer still running.
 """
 
 from __future__ import annotations
@@ -13,7 +15,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.infer.helpers import PARROT_QUESTION, PARROT_REPLY, PARROT_STORY, STORY_PROMPT
+from tests.infer.helpers import (
+    CHATTER_TOKEN,
+    PARROT_QUESTION,
+    PARROT_REPLY,
+    PARROT_STORY,
+    STORY_PROMPT,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -86,6 +94,32 @@ def parrot_dir(tmp_path_factory, tokenizer) -> Path:
     assert loss.item() < 0.05, f"the parrot did not learn its lines (loss {loss.item():.3f})"
     dest = tmp_path_factory.mktemp("parrot")
     model.eval().save_pretrained(dest, safe_serialization=True)
+    tokenizer.save_pretrained(dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def chatter_dir(tmp_path_factory, tokenizer) -> Path:
+    """Every position's hidden state is the unit vector e0 (embeddings hold only e0, attention
+    and MLP outputs are zero), and only CHATTER_TOKEN's output row reads e0: greedy decoding
+    picks it at every step. Set by hand, not learned, so no init change can alter it."""
+    import torch
+
+    model = _lively(tokenizer)
+    model.config.tie_word_embeddings = False
+    model.lm_head = torch.nn.Linear(model.config.hidden_size, len(tokenizer), bias=False)
+    token = tokenizer.convert_tokens_to_ids(CHATTER_TOKEN)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.model.embed_tokens.weight[:, 0] = 1.0
+        model.model.norm.weight.fill_(1.0)
+        for layer in model.model.layers:
+            layer.input_layernorm.weight.fill_(1.0)
+            layer.post_attention_layernorm.weight.fill_(1.0)
+        model.lm_head.weight[token, 0] = 1.0
+    dest = tmp_path_factory.mktemp("chatter")
+    model.save_pretrained(dest, safe_serialization=True)
     tokenizer.save_pretrained(dest)
     return dest
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 PARROT_REPLY = "丹炉炼丹，你好世界！🔥 Hello world. The end."
 """What the parrot model answers to the chat PARROT_QUESTION (greedy)."""
 PARROT_QUESTION = "你好"
+CHATTER_TOKEN = "a"
+"""The one token the chatter model says, forever."""
 STORY_PROMPT = "Once upon a time"
 PARROT_STORY = " there was a furnace called 丹炉 that made 金丹 every day."
 """How the parrot continues STORY_PROMPT as a plain completion (greedy)."""
@@ -25,3 +27,23 @@ def hf_greedy(model, prompt: list[int], n: int) -> list[int]:
         )
     tokens = out[0, len(prompt) :].tolist()
     return tokens[: tokens.index(2) + 1] if 2 in tokens else tokens
+
+
+def forward_greedy(model, prompt: list[int], n: int, eos: int = 2) -> list[int]:
+    """Greedy decoding by a full forward pass per token, no KV cache and no `generate`: the
+    reference that depends on neither transformers' nor peft's generation code (peft's
+    `generate` drops a prefix adapter's key/values on transformers >= 5.24)."""
+    import torch
+
+    ids = list(prompt)
+    out: list[int] = []
+    with torch.inference_mode():
+        for _ in range(n):
+            x = torch.tensor([ids])
+            logits = model(input_ids=x, attention_mask=torch.ones_like(x)).logits
+            token = int(logits[0, -1].argmax())
+            out.append(token)
+            ids.append(token)
+            if token == eos:
+                break
+    return out

@@ -1,12 +1,12 @@
-"""Every adapter type danlu trains, served: the engine's greedy tokens equal peft's own
-`PeftModel.generate`, batched equal single (left padding with prefix/prompt virtual tokens),
+"""Every adapter type danlu trains, served: the engine's greedy tokens equal greedy decoding by
+full forward passes through the PeftModel (no cache, no `generate`), batched equal single (left padding with prefix/prompt virtual tokens),
 the adapter visibly changes the output, and the HTTP server returns exactly the engine's tokens."""
 
 from __future__ import annotations
 
 import pytest
 import requests
-from tests.infer.helpers import hf_greedy
+from tests.infer.helpers import forward_greedy
 
 from danlu.config import ModelArgs
 from danlu.infer.engine import Engine, EngineConfig
@@ -41,7 +41,7 @@ def test_adapter_generates_like_peft_batched_and_served(
             assert type(engine.model).__name__.startswith("PeftModel")
         prompts = [engine.encode(t) for t in PROMPTS]
         single = [engine.generate([p], GREEDY)[0].tokens for p in prompts]
-        assert single == [hf_greedy(engine.model, p, 10) for p in prompts]
+        assert single == [forward_greedy(engine.model, p, 10) for p in prompts]
         assert [c.tokens for c in engine.generate(prompts, GREEDY)] == single
         assert single != base_tokens  # the adapter is really applied
         with start_server(engine) as srv:
@@ -76,3 +76,19 @@ def test_merged_lora_equals_the_lora_adapter(adapter_dirs, lively_dir):
                 c.tokens for c in engine.generate([engine.encode(t) for t in PROMPTS], GREEDY)
             ]
     assert outs["lora"] == outs["merged"]
+
+
+def test_beam_search_with_a_prefix_adapter_is_refused_where_peft_would_drop_it(
+    adapter_dirs, lively_dir
+):
+    from danlu.infer.params import ParamError
+
+    args = ModelArgs(model=str(lively_dir), adapter=str(adapter_dirs["prefix"]), device="cpu")
+    with Engine.load(args) as engine:
+        prompt = [engine.encode(PROMPTS[0])]
+        beams = GenParams(max_new_tokens=4, temperature=0, num_beams=2)
+        if engine.runner.cache_key != "cache":  # older transformers: peft's generate works
+            assert engine.generate(prompt, beams)[0].tokens
+            return
+        with pytest.raises(ParamError, match=r"prefix-tuning adapter.*use num_beams=1"):
+            engine.generate(prompt, beams)

@@ -17,7 +17,7 @@ import time
 
 import pytest
 import requests
-from tests.infer.helpers import PARROT_QUESTION, PARROT_REPLY
+from tests.infer.helpers import CHATTER_TOKEN, PARROT_QUESTION, PARROT_REPLY
 
 from danlu.cli import main
 from danlu.infer.chat import ChatSession
@@ -171,15 +171,15 @@ class _Proc:
 
 
 @pytest.mark.slow  # a real process (imports torch: ~10 s) and a real SIGINT
-def test_real_ctrl_c_in_danlu_chat(tiny_model_dir):
-    # tiny_model_dir never says EOS: the answer runs until Ctrl-C
+def test_real_ctrl_c_in_danlu_chat(chatter_dir):
+    # The chatter says CHATTER_TOKEN forever: the answer is still running at the Ctrl-C
     proc = _Proc(
-        ["chat", "--model", str(tiny_model_dir), "--temperature", "0", "--max-new-tokens", "1500"]
+        ["chat", "--model", str(chatter_dir), "--temperature", "0", "--max-new-tokens", "1500"]
     )
     try:
         proc.expect(r"User: ")
         proc.send("hello")
-        proc.expect(r"Assistant: \n\n")
+        proc.expect(rf"Assistant: (?:{CHATTER_TOKEN}){{3}}")
         proc.p.send_signal(signal.SIGINT)
         proc.expect(r"\[stopped\]\n\nUser: ", timeout=30)
         assert proc.p.poll() is None  # still running

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from danlu import __version__
 from danlu.utils.errors import DanluError
+from danlu.utils.logs import quiet_libraries
 
 # name -> (module under danlu.cli, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet_libraries()
     args = _parse(build_parser(), argv)
     try:
         return int(args._run(args) or 0)

@@ -1,10 +1,9 @@
 """The generation task: batched decoding of each prompt, then BLEU-4 / ROUGE against references.
 
-Decoding is greedy unless `eval_do_sample`; it uses a fresh GenerationConfig so a model's own
-defaults (some ship `do_sample: true`, a repetition penalty, a top_p) cannot make scores
-non-deterministic. Prompts are left-padded (so every row's next token is at the last position)
-and batched by length to cut padding; generation stops at EOS or at the chat template's
-end-of-turn token. `score_sample` is the per-sample metric (see `danlu.eval.metrics`).
+Decoding is greedy unless `eval_do_sample`, with danlu's own sampling parameters, so a model's
+generation_config defaults (some ship `do_sample: true`, a repetition penalty, a top_p) cannot
+make scores non-deterministic. Prompts are batched by length to cut padding; generation stops
+at EOS or at the chat template's end-of-turn token. `score_sample` is the per-sample metric (see `danlu.eval.metrics`).
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from danlu.eval.forward import length_batches, model_device, progress
+from danlu.eval.forward import length_batches, progress
 from danlu.eval.metrics import METRICS, average, score_sample
 
 __all__ = [
@@ -51,53 +50,75 @@ def generate(
     model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], settings: GenerationSettings,
     stop: Sequence[int] = (), quiet: bool = True,
 ) -> list[str]:  # fmt: skip
-    """The decoded continuation of each prompt (special tokens removed, stripped), in order."""
-    import torch
+    """The decoded continuation of each prompt (special tokens removed, stripped), in order.
 
-    if settings.do_sample:
-        torch.manual_seed(settings.seed)
-    config = _generation_config(tokenizer, settings, stop)
+    Through the inference Engine, so evaluation decodes exactly as `danlu serve` answers:
+    one code path for every adapter type (peft's own `generate` drops a prefix adapter's
+    key/values on transformers >= 5.24), continuous batching, and a per-prompt seed when
+    sampling, so a sample's text does not depend on what it was batched with.
+    """
+    from danlu.infer.engine import Engine, EngineConfig
+
+    engine = Engine(
+        model, tokenizer, config=EngineConfig(max_batch_size=settings.batch_size, batch_wait_ms=0)
+    )
     outputs: list[str] = [""] * len(prompts)
     batches = length_batches([len(p) for p in prompts], settings.batch_size)
-    for batch in progress(batches, len(batches), "generation", quiet):
-        texts = _generate_batch(model, tokenizer, [prompts[i] for i in batch], config)
-        for i, text in zip(batch, texts, strict=True):
-            outputs[i] = text
+    try:
+        for batch in progress(batches, len(batches), "generation", quiet):
+            texts = _generate_batch(engine, [prompts[i] for i in batch], batch, settings, stop)
+            for i, text in zip(batch, texts, strict=True):
+                outputs[i] = text
+    finally:
+        engine.close()
     return outputs
 
 
-def _generation_config(tokenizer: Any, settings: GenerationSettings, stop: Sequence[int]) -> Any:
-    from transformers import GenerationConfig
+def _params(settings: GenerationSettings, stop: Sequence[int], seed: int) -> Any:
+    from danlu.infer.params import GenParams
 
-    kwargs: dict[str, Any] = {
-        "max_new_tokens": settings.max_new_tokens,
-        "do_sample": settings.do_sample,
-        "eos_token_id": list(stop) or tokenizer.eos_token_id,
-        "pad_token_id": tokenizer.pad_token_id,
-    }
-    if settings.do_sample:
-        kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
-    return GenerationConfig(**kwargs)
+    sampling = settings.do_sample
+    return GenParams(
+        max_new_tokens=settings.max_new_tokens,
+        temperature=settings.temperature if sampling else 0.0,
+        top_p=settings.top_p if sampling else 1.0,
+        seed=seed if sampling else None,
+        stop_token_ids=tuple(stop),
+    )
 
 
 def _generate_batch(
-    model: Any, tokenizer: Any, prompts: list[Sequence[int]], config: Any
-) -> list[str]:
-    import torch
+    engine: Any, prompts: list[Sequence[int]], index: list[int], settings: GenerationSettings,
+    stop: Sequence[int],
+) -> list[str]:  # fmt: skip
+    """One request per prompt (each with its own seed), submitted together so the engine
+    decodes them as one batch; the texts in prompt order."""
+    import queue
 
-    length = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), length), tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, p in enumerate(prompts):  # left padding: the next token is at the last position
-        ids[i, length - len(p) :] = torch.tensor(list(p), dtype=torch.long)
-        mask[i, length - len(p) :] = 1
-    device = model_device(model)
-    with torch.inference_mode():
-        out = model.generate(
-            input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config
-        )
-    new = out[:, length:].cpu()
-    return [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+    events: list[queue.Queue] = [queue.Queue() for _ in prompts]
+    requests = [
+        engine.submit([list(p)], _params(settings, stop, settings.seed + i), q.put)
+        for p, i, q in zip(prompts, index, events, strict=True)
+    ]
+    texts = []
+    try:
+        for q in events:
+            texts.append(_collect(q).strip())
+    finally:
+        for request in requests:
+            request.cancel()
+    return texts
+
+
+def _collect(events: Any) -> str:
+    text = ""
+    while True:
+        out = events.get()
+        if out.finish_reason == "error":
+            raise RuntimeError(f"generation failed: {out.error}")
+        text += out.text
+        if out.finish_reason is not None:
+            return text
 
 
 def score_predictions(

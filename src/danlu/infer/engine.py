@@ -143,6 +143,18 @@ class Engine:
     def check(self, prompts: list[list[int]], params: GenParams) -> None:
         """Raise ParamError unless every prompt is valid and fits with `max_new_tokens`."""
         virtual = self.runner.virtual
+        if (
+            params.num_beams > 1
+            and self.runner.kind == "prefix"
+            and self.runner.cache_key == "cache"
+        ):
+            # Beam search runs through peft's generate, which puts the prefix in
+            # `past_key_values`; transformers >= 5.24 reads `cache` and ignores it.
+            raise ParamError(
+                "num_beams",
+                "beam search is not available for a prefix-tuning adapter with this "
+                "transformers release (peft's generate would ignore the prefix); use num_beams=1",
+            )
         for p in prompts:
             if not p:
                 raise ParamError("prompt", "prompt is empty")

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from danlu.infer.sampling import TokenLogprob, logprob_entry
+from danlu.models.compat import cache_keyword
 
 PREFILL_TOKENS = 8192
 """Tokens per prefill chunk across the batch: bounds activation memory for long prompts."""
@@ -54,6 +55,7 @@ class ModelRunner:
         self.core = model.get_base_model() if self.kind != "none" else model
         self.device = _input_device(model)
         self.config = self.core.config
+        self.cache_key = cache_keyword(self.core)
         self.can_join: bool | None = None
 
     # -- prefill ---------------------------------------------------------------------------
@@ -112,7 +114,7 @@ class ModelRunner:
         cols = slice(v + start, v + end)
         kwargs: dict[str, Any] = {
             "attention_mask": mask[:, : v + end],
-            "past_key_values": cache,
+            self.cache_key: cache,
             "use_cache": True,
             "logits_to_keep": 0 if full else 1,
         }
@@ -170,9 +172,9 @@ class ModelRunner:
             input_ids=batch.last.unsqueeze(1),
             attention_mask=batch.mask,
             position_ids=batch.next_pos.unsqueeze(1),
-            past_key_values=batch.cache,
             use_cache=True,
             logits_to_keep=1,
+            **{self.cache_key: batch.cache},
         )
         batch.next_pos = batch.next_pos + 1
         return out.logits[:, -1, :]

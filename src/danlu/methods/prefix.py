@@ -99,16 +99,27 @@ def _frozen(cache: Any) -> Any:
 
 @functools.cache
 def _frozen_cache_class() -> type:
-    import torch
     from transformers import DynamicCache
 
     class FrozenPrefixCache(DynamicCache):
-        """A DynamicCache whose `update` returns prefix + new states without storing them."""
+        """A DynamicCache whose `update` returns prefix + new states without keeping them.
 
-        def update(self, key_states, value_states, layer_idx, cache_kwargs=None):  # type: ignore[override]
+        It forwards whatever the attention layer passes (the arguments after `layer_idx` have
+        changed shape between transformers releases: `cache_kwargs`, then `kwargs=`) to the
+        real update, then puts the layer back as it was: the concatenation, dtype rules and
+        bookkeeping stay transformers' own, and only the storing is undone.
+        """
+
+        def update(self, key_states, value_states, layer_idx, *args, **kwargs):  # type: ignore[override]
             layer = self.layers[layer_idx]
-            keys = torch.cat([layer.keys.to(key_states.dtype), key_states], dim=-2)
-            values = torch.cat([layer.values.to(value_states.dtype), value_states], dim=-2)
-            return keys, values
+            kept = dict(vars(layer))
+            # Under autocast the states arrive in bf16 while the prefix is fp32.
+            layer.keys = layer.keys.to(key_states.dtype)
+            layer.values = layer.values.to(value_states.dtype)
+            try:
+                return super().update(key_states, value_states, layer_idx, *args, **kwargs)
+            finally:
+                vars(layer).clear()
+                vars(layer).update(kept)
 
     return FrozenPrefixCache

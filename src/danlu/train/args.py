@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from danlu.models.compat import checkpointing_fields
 from danlu.utils.errors import UsageError
 
 OPTIMIZERS = {
@@ -61,11 +62,7 @@ def training_arguments(
         data_seed=cfg.seed,
         bf16=cfg.bf16,
         fp16=cfg.fp16,
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        # non-reentrant: works with frozen inputs (adapters) and with prefix tuning's cache
-        gradient_checkpointing_kwargs={"use_reentrant": False}
-        if cfg.gradient_checkpointing
-        else None,
+        **_checkpointing(cfg.gradient_checkpointing),
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         logging_steps=cfg.logging_steps,
         logging_first_step=True,
@@ -95,6 +92,12 @@ def _backend(cfg: Any, device: str) -> str | None:
     if cfg.ddp_backend != "auto":
         return cfg.ddp_backend
     return "nccl" if device.startswith("cuda") else "gloo"
+
+
+def _checkpointing(on: bool) -> dict[str, Any]:
+    flag, kwargs = checkpointing_fields()
+    # non-reentrant: works with frozen inputs (adapters) and with prefix tuning's cache
+    return {flag: on, kwargs: {"use_reentrant": False} if on else None}
 
 
 def _check_precision(cfg: Any, device: str) -> None:
