@@ -39,6 +39,8 @@ BAD = {
     "adalora_total_step": 0,
     "adalora_orth_reg_weight": -1,
     "new_tokens": [" "],
+    "template": "nonesuch",
+    "deepspeed": "zero9",
     # distributed
     "nproc_per_node": 0,
     "nnodes": 0,

@@ -68,6 +68,18 @@ CHAT_CASES = [
     ({"conversations": [{"content": "q"}]}, "missing field 'role' in turn 1"),
     ({"conversations": [{"from": "human", "value": "q"}, {"from": "bard", "value": "a"}]},
      "unknown role 'bard' in turn 2 (expected system, human, gpt, function_call, observation)"),
+    (turns(("assistant", "a"), ("user", "q"), ("assistant", "b")),
+     "turn 1 is an assistant turn; a conversation starts with a user turn (after an optional system turn)"),
+    (turns(("system", "s"), ("assistant", "a")),
+     "turn 2 is an assistant turn; a conversation starts with a user turn (after an optional system turn)"),
+    ({"conversations": [{"from": "gpt", "value": "a"}, {"from": "human", "value": "q"}, {"from": "gpt", "value": "b"}]},
+     "turn 1 is an assistant turn; a conversation starts with a user turn (after an optional system turn)"),
+    (turns(("user", "q"), ("user", "q2"), ("assistant", "a")),
+     "two consecutive user turns (turns 1 and 2); merge them or put the answer between them"),
+    (turns(("user", "q"), ("observation", "{}"), ("assistant", "a")),
+     "an observation turn (turn 2) cannot follow a user turn (turn 1); expected assistant or function_call"),
+    (turns(("observation", "{}"), ("assistant", "a")),
+     "turn 1 is an observation turn; a conversation starts with a user turn (after an optional system turn)"),
 ]  # fmt: skip
 
 
@@ -186,4 +198,30 @@ def test_hub_name_offline_is_one_line(monkeypatch):
     message = error_of("someone/no-such-dataset-danlu")
     assert message.startswith(
         "someone/no-such-dataset-danlu: no such local file, and loading it as a `datasets` name failed (offline or unknown): "
+    )
+
+
+def test_skip_counts_role_order_reasons(tmp_path):
+    good = turns(("user", "x"), ("assistant", "y"))
+    records = [
+        r
+        for r, m in CHAT_CASES
+        if "starts with a user turn" in m or "cannot follow" in m or "consecutive user" in m
+    ]
+    path = lines_file(tmp_path, good, *records)
+    convs, stats = convs_of(path, "auto", mode="skip")
+    assert len(convs) == 1
+    assert stats.skipped == {
+        "starts with a model turn": 3, "roles out of order": 2, "consecutive user turns": 1,
+    }  # fmt: skip
+
+
+def test_invalid_json_at_the_end_of_a_small_array_names_its_line_and_column(tmp_path):
+    # The error is found after the reader has moved its buffer on: the position must move too.
+    path = tmp_path / "a.json"
+    path.write_text('[\n  {"instruction": "q", "output": "a"},\n  {"instruction" "q"}\n]\n')
+    with pytest.raises(UsageError) as e:
+        convs_of(path)
+    assert str(e.value) == (
+        f"{path}:3: invalid JSON: Expecting ':' delimiter (column 18; a JSON array cannot be read past it)"
     )

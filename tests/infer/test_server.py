@@ -280,9 +280,12 @@ def test_openai_client_raises_its_own_error_types(client):
         client.chat.completions.create(model="parrot", messages=CHAT, temperature=-1)
 
 
+JSON = {"Content-Type": "application/json"}
+
+
 def test_body_size_route_and_method_errors(server):
     big = json.dumps({"model": "parrot", "prompt": "x" * 70_000}).encode()
-    r = requests.post(server.url + "/v1/completions", data=big, timeout=30)
+    r = requests.post(server.url + "/v1/completions", data=big, headers=JSON, timeout=30)
     assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
 
     def chunks():
@@ -292,7 +295,7 @@ def test_body_size_route_and_method_errors(server):
         yield b'"}'
 
     r = requests.post(
-        server.url + "/v1/completions", data=chunks(), timeout=30
+        server.url + "/v1/completions", data=chunks(), headers=JSON, timeout=30
     )  # no Content-Length
     assert r.status_code == 413
     r = requests.get(server.url + "/v1/nothing", timeout=10)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from danlu.config import load_config
+from danlu.config import ConfigError, load_config
 from danlu.plan.fromconfig import DEEPSPEED
 from danlu.train.dsconfig import PRESETS, deepspeed_config, preset_path, zero_stage
 from danlu.utils.errors import UsageError
@@ -56,8 +56,8 @@ def test_a_user_json_that_disagrees_is_refused_naming_both_keys(tmp_path):
 
 
 def test_bad_specs_and_unsupported_combinations(tmp_path):
-    with pytest.raises(UsageError, match=r"deepspeed: 'zero4' is neither a preset \(zero1, "):
-        deepspeed_config(_cfg("deepspeed=zero4"), 1, tmp_path)
+    with pytest.raises(ConfigError, match=r"deepspeed must be a preset \(zero1, .*got 'zero4'"):
+        _cfg("deepspeed=zero4")  # the rule table refuses it before any run starts
     broken = tmp_path / "broken.json"
     broken.write_text('{\n  "zero_optimization": {"stage": 2,}\n}')
     with pytest.raises(UsageError, match=r"broken.json:2: invalid JSON"):

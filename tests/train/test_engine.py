@@ -24,14 +24,6 @@ QUESTIONS = ["What is tea?", "Name a green tea.", "How hot should water be for o
              "Why rinse pu-erh?", "What is matcha?", "Is white tea strong?"]  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _keep_threads():
-    # runs set `threads=1` for bit-exact comparisons; give the rest of the suite its threads back
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def data_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "sft.jsonl"
@@ -328,7 +320,7 @@ def test_group_by_length_gets_exact_lengths_without_decoding(tiny_model_dir, dat
 
     cfg = _cfg(tiny_model_dir, data_file, tmp_path / "r", "group_by_length=true")
     (tmp_path / "r").mkdir()
-    train_ds, _ = _data(cfg, load_tokenizer(tiny_model_dir), tmp_path / "r", lambda _: None)
+    train_ds, _, _ = _data(cfg, load_tokenizer(tiny_model_dir), lambda _: None)
     assert train_ds["length"] == [len(x) for x in train_ds["input_ids"]]
     args = training_arguments(cfg, tmp_path / "r", "cpu", False)
     assert args.train_sampling_strategy == "group_by_length"

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
 from collections.abc import Sequence
+from typing import NoReturn
 
 from danlu import __version__
-from danlu.utils.errors import DanluError
+from danlu.utils.errors import DanluError, from_environment, record_for_launcher
 from danlu.utils.logs import quiet_libraries
 
 # name -> (module under danlu.cli, one-line help)
@@ -43,13 +46,27 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors in danlu's one-line form (argparse prints the usage and then
+    `prog: error: ...`; the usage is one `--help` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"danlu: error: {self.prog}: {message} (see {self.prog} --help)\n")
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="danlu",
         description="丹炉 danlu: fine-tune, evaluate and serve LLMs. "
         "Every command that takes CONFIG also takes key=value overrides.",
     )
     parser.add_argument("--version", action="version", version=f"danlu {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="print the traceback behind an error line too (also: DANLU_DEBUG=1)",
+    )
     # `deepspeed --module danlu train ...` runs `python -m danlu --local_rank=N train ...`; the
     # rank comes from LOCAL_RANK in the environment, so the flag is accepted and ignored.
     parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
@@ -68,16 +85,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The one error boundary: a DanluError, or an OSError from the user's files or machine,
+    ends as one `danlu: error:` line (the last one printed) and exit code 2 or 1; anything else
+    is a bug and keeps its traceback. `--debug` / DANLU_DEBUG=1 shows tracebacks for all."""
     quiet_libraries()
     args = _parse(build_parser(), argv)
+    debug = args.debug or os.environ.get("DANLU_DEBUG", "") not in ("", "0")
     try:
         return int(args._run(args) or 0)
-    except DanluError as e:
-        print(f"danlu: error: {e}", file=sys.stderr)
-        return e.exit_code
     except KeyboardInterrupt:
         print("danlu: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        error = exc if isinstance(exc, DanluError) else from_environment(exc)
+        if error is None:
+            raise
+        if debug:
+            traceback.print_exc()
+        return _report(error)
+
+
+def _report(error: DanluError) -> int:
+    sys.stdout.flush()  # the error must come after everything else the command printed
+    if not record_for_launcher(error):  # a rank under danlu's launcher: the launcher prints it
+        print(f"danlu: error: {' '.join(str(error).split())}", file=sys.stderr, flush=True)
+    return error.exit_code
 
 
 def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:

@@ -40,6 +40,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"# node {node}\n{line}")
         return 0
     if launch.wants_launch(cfg):
+        from danlu.train.inputs import check_inputs
+
+        check_inputs(cfg)  # before any rank starts: a bad input is one line from one process
         return launch.relaunch(cfg, argv)
     return _train(cfg, args.quiet)
 

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from danlu.config.sections import DEEPSPEED_PRESETS, TEMPLATE_NAMES
 
 
 @dataclass(frozen=True)
@@ -17,6 +20,11 @@ class Rule:
     ok: Callable[..., bool]
     must: str
     """What must hold, phrased to follow the key: 'must be > 0'."""
+
+
+def _is_file(value: str) -> bool:
+    """A path that exists now (relative paths from the working directory, as data paths)."""
+    return Path(value).expanduser().is_file()
 
 
 def _opt(pred: Callable[[Any], bool]) -> Callable[[Any], bool]:
@@ -37,6 +45,12 @@ RULES: list[Rule] = [
         "must be a fraction in [0, 1) or a whole number of records",
     ),
     Rule(("preprocessing_num_workers",), lambda v: v >= 0, "must be >= 0"),
+    Rule(
+        ("template",),
+        lambda v: v == "auto" or v in TEMPLATE_NAMES or _is_file(v),
+        f"must be auto, a built-in template ({', '.join(TEMPLATE_NAMES)}) or an existing "
+        "Jinja file",
+    ),
     Rule(("data",), lambda v: all(s.weight > 0 for s in v), "weights must all be > 0"),
     Rule(
         ("data",),
@@ -101,6 +115,11 @@ RULES: list[Rule] = [
     ),
     Rule(("master_port",), _opt(lambda v: 1 <= v <= 65535), "must be in 1..65535"),
     Rule(("ddp_timeout",), lambda v: v >= 1, "must be >= 1"),
+    Rule(
+        ("deepspeed",),
+        _opt(lambda v: v in DEEPSPEED_PRESETS or (v.endswith(".json") and _is_file(v))),
+        f"must be a preset ({', '.join(DEEPSPEED_PRESETS)}) or an existing .json file",
+    ),
     Rule(
         ("distributed", "deepspeed"),
         lambda d, ds: d != "deepspeed" or ds is not None,

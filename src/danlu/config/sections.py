@@ -11,6 +11,11 @@ from typing import Literal
 
 from danlu.config.schema import section
 
+TEMPLATE_NAMES = ("chatml", "qwen", "llama3", "llama2", "chatglm3", "alpaca", "default")
+"""The built-in chat templates (danlu.data.templates_builtin has their sources)."""
+DEEPSPEED_PRESETS = ("zero1", "zero2", "zero2_offload", "zero3", "zero3_offload", "zero3_nvme")
+"""The DeepSpeed presets shipped as package data (danlu/train/deepspeed_presets/NAME.json)."""
+
 FORMATS = Literal[
     "auto", "alpaca", "prompt_response", "conversations", "messages", "sharegpt", "text", "pairwise"
 ]

@@ -119,6 +119,7 @@ class _JsonArray:
         self.eof = False
         self.line = 1  # line number at buf[self.mark]
         self.mark = 0
+        self.col0 = 0  # column of buf[0] in its line (the buffer drops what was consumed)
         self.decoder = json.JSONDecoder()
 
     def records(self) -> Iterator[RawRecord]:
@@ -150,6 +151,8 @@ class _JsonArray:
             msg = f"invalid UTF-8: byte 0x{raw[e.start]:02x} (a JSON array cannot be read past it)"
             raise _Fatal(where, BadRecord("invalid UTF-8", msg, fatal=True)) from None
         self._line_at(self.pos)  # drop what was consumed, keeping the line count right
+        newline = self.buf.rfind("\n", 0, self.pos)
+        self.col0 = self.pos - newline - 1 if newline >= 0 else self.col0 + self.pos
         self.buf, self.mark, self.pos = self.buf[self.pos :] + text, 0, 0
         return bool(text) or not self.eof
 
@@ -178,8 +181,11 @@ class _JsonArray:
                 value, self.pos = self.decoder.raw_decode(self.buf, self.pos)
                 return value
             except json.JSONDecodeError as e:
-                if self._truly_invalid(e) or not self._more():
+                if self._truly_invalid(e):
                     self._fail(e.msg, e.pos)
+                start = self.pos
+                if not self._more():  # it moved the buffer's start to `start`: so did the error
+                    self._fail(e.msg, e.pos - start)
 
     def _truly_invalid(self, e: json.JSONDecodeError) -> bool:
         """More input cannot fix an error well before the end of what has been read."""
@@ -189,7 +195,8 @@ class _JsonArray:
 
     def _fail(self, problem: str, at: int) -> None:
         line = self._line_at(at)
-        column = at - self.buf.rfind("\n", 0, at)
+        newline = self.buf.rfind("\n", 0, at)
+        column = at - newline if newline >= 0 else self.col0 + at + 1
         msg = f"invalid JSON: {problem} (column {column}; a JSON array cannot be read past it)"
         raise _Fatal(line, BadRecord("invalid JSON", msg, fatal=True))
 
@@ -232,13 +239,20 @@ def _read_csv(path: Path) -> Iterator[RawRecord]:
 
 
 def _read_parquet(path: Path) -> Iterator[RawRecord]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     row = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
-        for record in batch.to_pylist():
-            row += 1
-            yield row, record
+    try:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+            for record in batch.to_pylist():
+                row += 1
+                yield row, record
+    except pa.ArrowException as exc:  # not Parquet, truncated, or a corrupt page
+        where = f"after row {row}" if row else "at its start"
+        raise UsageError(
+            f"{path}: not a readable Parquet file ({' '.join(str(exc).split())}; {where})"
+        ) from None
 
 
 def _read_txt(path: Path) -> Iterator[RawRecord]:

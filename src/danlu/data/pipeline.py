@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -26,7 +28,7 @@ from danlu.data.readers import SourceStats, is_local, read_source
 from danlu.data.report import build_report, row_counts
 from danlu.data.tokenize import EncoderFactory, tokenize_to_arrow
 from danlu.data.types import Conversation
-from danlu.utils.errors import UsageError
+from danlu.utils.errors import RuntimeFailure, UsageError
 from danlu.utils.system import available_cpus
 
 _log = logging.getLogger("danlu.data")
@@ -147,6 +149,10 @@ def _tokenizer_id(tokenizer: Any) -> str:
     return ident
 
 
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+"""Write failures that are the cache's place, not the data."""
+
+
 def _tokenise(
     index: int, src: DataSource, args: DataArgs, stage: str, tokenizer: Any,
     factory: EncoderFactory, key: str, say: Callable[[str], None],
@@ -163,8 +169,13 @@ def _tokenise(
         if tok.kept == 0:
             reasons = ", ".join(f"{n} {r}" for r, n in tok.dropped.most_common())
             raise UsageError(f"{src.path}: no samples left after tokenisation (dropped: {reasons})")
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno in _FULL:
+            raise RuntimeFailure(
+                f"data cache {cache.cache_root()}: {os.strerror(exc.errno)} while writing the "
+                "tokenised data; free space or point DANLU_HOME at another disk"
+            ) from exc
         raise
     if read.detected:
         say(f"data: {src.path}: detected format {read.format}")

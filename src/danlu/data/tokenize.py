@@ -130,14 +130,20 @@ def _results(
     work: Iterator[list[Conversation]], factory: EncoderFactory, tokenizer: Any, args: Any,
     stage: str, workers: int,
 ) -> Iterator[tuple[Any, TokStats]]:  # fmt: skip
+    # The encoder is built here first: a bad template or setting fails once, in this process.
+    # (Built in a Pool initializer, it would kill each worker as it starts, and the Pool would
+    # start another, forever.)
+    _init(factory, tokenizer, args, stage)
     if workers <= 1:
-        _init(factory, tokenizer, args, stage)
         yield from map(_encode_batch, work)
         return
-    # fork: workers inherit the tokenizer and encoder without pickling or re-importing
-    # transformers (seconds per worker with spawn); they touch no torch threads.
-    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    with mp.get_context(method).Pool(workers, _init, (factory, tokenizer, args, stage)) as pool:
+    # fork: workers inherit the tokenizer and the encoder just built, without pickling or
+    # re-importing transformers (seconds per worker with spawn); they touch no torch threads.
+    if "fork" in mp.get_all_start_methods():
+        context, init, init_args = mp.get_context("fork"), None, ()
+    else:
+        context, init, init_args = mp.get_context("spawn"), _init, (factory, tokenizer, args, stage)
+    with context.Pool(workers, init, init_args) as pool:
         window: deque = deque()
         for batch in work:
             window.append(pool.apply_async(_encode_batch, (batch,)))

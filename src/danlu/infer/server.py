@@ -23,6 +23,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from danlu.infer.engine import Completion, Engine
+from danlu.infer.guard import browser_refusal
 from danlu.infer.openai_api import ApiError, Job, Limits, parse_chat, parse_completion
 from danlu.infer.openai_responses import (
     chat_chunk,
@@ -240,7 +241,8 @@ def _code(status: int) -> str | None:
 
 
 class _Guard:
-    """ASGI middleware in front of everything: API-key check on /v1 and the body size limit.
+    """ASGI middleware in front of everything: the body size limit, then the API-key check on
+    /v1, or without a key the browser-safety checks (danlu.infer.guard) on every route.
 
     Plain ASGI rather than Starlette's BaseHTTPMiddleware, which buffers streaming responses
     and hides client disconnects from the route.
@@ -275,7 +277,10 @@ class _Guard:
         if length.isdigit() and int(length) > self.options.max_body_bytes:
             return _too_large(self.options.max_body_bytes)
         key = self.options.api_key
-        if key and scope["path"].startswith("/v1"):
+        if not key:
+            server_ip = (scope.get("server") or ("", 0))[0]
+            return browser_refusal(headers, server_ip, scope["method"])
+        if scope["path"].startswith("/v1"):
             auth = headers.get("authorization", "")
             scheme, _, token = auth.partition(" ")
             if scheme.lower() != "bearer" or not token:

@@ -26,7 +26,14 @@ def wrap(model: Any, config: Any, ctx: MethodContext, method: str) -> Any:
     try:
         return get_peft_model(model, config)
     except (ValueError, TypeError) as exc:
-        raise UsageError(f"method '{method}': {_first_line(exc)}") from None
+        key = _TARGET_KEY.get(method) if "Target modules" in str(exc) else None
+        where = f"{key}: " if key else ""
+        raise UsageError(f"{where}method '{method}': {_first_line(exc)}") from None
+
+
+# The config key that sets a method's `target_modules` (peft names the modules it did not find).
+_TARGET_KEY = {"lora": "lora_target", "qlora": "lora_target", "adalora": "lora_target",
+               "ia3": "ia3_target"}  # fmt: skip
 
 
 def _continue(model: Any, config: Any, adapter: str, method: str) -> Any:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from danlu.models.check import read_json
 from danlu.utils.errors import UsageError
 from danlu.utils.fs import atomic_dir
+from danlu.utils.paths import check_writable_dir
 
 _MERGEABLE = {"LORA", "ADALORA", "IA3"}
 
@@ -65,14 +66,14 @@ def _tokenizer_source(adapter: Path, loaded: Any) -> Any:
 def _check_out_dir(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"merge output '{out}' already exists and is not empty")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    check_writable_dir(out, "--out")
 
 
 def _check_adapter(adapter: Path) -> None:
     cfg_file = adapter / "adapter_config.json"
     if not cfg_file.is_file():
         raise UsageError(f"adapter '{adapter}': no adapter_config.json (not a PEFT adapter)")
-    kind = json.loads(cfg_file.read_text()).get("peft_type", "?")
+    kind = read_json(cfg_file, f"adapter '{adapter}'").get("peft_type", "?")
     if kind not in _MERGEABLE:
         raise UsageError(
             f"adapter '{adapter}' is {kind}; only LoRA/AdaLoRA/IA3 adapters can be merged "
@@ -84,7 +85,7 @@ def _check_base_not_quantized(base: Path, dequantize: bool) -> None:
     cfg_file = base / "config.json"
     if not cfg_file.is_file() or dequantize:
         return  # embedded names / hub ids resolve later; they are never pre-quantised
-    if "quantization_config" in json.loads(cfg_file.read_text()):
+    if "quantization_config" in read_json(cfg_file, f"base '{base}'"):
         raise UsageError(
             f"base '{base}' is quantised; merging into rounded weights changes the model. "
             f"Merge into the original full-precision base, or pass dequantize=True"

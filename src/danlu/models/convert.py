@@ -13,6 +13,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from danlu.models.check import check_gguf
 from danlu.utils.fs import atomic_dir, remove_leftovers
 
 MARKER = "danlu-converted.json"
@@ -58,6 +59,7 @@ def _write_hf_folder(gguf: Path, dest: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    check_gguf(gguf, f"model '{gguf}'")  # one line for a damaged file, not a traceback
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(
         gguf.parent, gguf_file=gguf.name, dtype=torch.float32

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from danlu.config import ModelArgs
+from danlu.models.check import check_adapter, check_model_folder, read_json
 from danlu.models.device import pick_device, pick_dtype
 from danlu.models.resolve import resolve_model
 from danlu.models.vocab import match_vocabulary
 from danlu.utils.errors import UsageError
 from danlu.utils.system import configure_threads
-
-_PICKLE = ("*.bin", "*.pt", "*.pth", "*.ckpt")
 
 
 @dataclass
@@ -42,8 +42,7 @@ def load_model(args: ModelArgs | None = None, for_training: bool = False) -> Loa
 
     args = args or ModelArgs()
     configure_threads(args.threads)
-    path = resolve_model(args.model, args.allow_pickle)
-    _check_weights_safe(path, args.allow_pickle)
+    path = checked_model(args)
     device = pick_device(args.device)
     kwargs: dict[str, Any] = {
         "dtype": pick_dtype(args.model_dtype, device),
@@ -67,6 +66,17 @@ def load_model(args: ModelArgs | None = None, for_training: bool = False) -> Loa
     return Loaded(model=model, tokenizer=tokenizer, path=path)
 
 
+def checked_model(args: ModelArgs) -> Path:
+    """The local folder of `args.model`, after every check a load needs (models.check): the
+    config, the weights' headers, remote code, and the adapter against this base. Commands call
+    it before heavy work; `load_model` calls it first too."""
+    path = resolve_model(args.model, args.allow_pickle)
+    check_model_folder(path, f"model '{args.model}'", args.allow_pickle, args.trust_remote_code)
+    if args.adapter:  # before the base loads: a wrong adapter is refused in milliseconds
+        check_adapter(Path(args.adapter).expanduser(), path, args.allow_pickle)
+    return path
+
+
 def _tokenizer_home(path: Path, adapter: str | None) -> Path:
     """A run's `final/` adapter carries the tokenizer it was trained with (chat template, added
     tokens): prefer it over the base model's."""
@@ -75,17 +85,6 @@ def _tokenizer_home(path: Path, adapter: str | None) -> Path:
         if (folder / "tokenizer_config.json").is_file():
             return folder
     return path
-
-
-def _check_weights_safe(path: Path, allow_pickle: bool) -> None:
-    if allow_pickle or any(path.glob("*.safetensors")):
-        return
-    pickles = [p.name for pattern in _PICKLE for p in path.glob(pattern)]
-    if pickles:
-        raise UsageError(
-            f"model '{path}': only pickle weights ({pickles[0]}), which can run code when "
-            f"loaded; convert them to safetensors or set allow_pickle: true"
-        )
 
 
 def _bnb_config(args: ModelArgs, compute_dtype: Any) -> Any:
@@ -109,6 +108,30 @@ def _attach_adapter(model: Any, args: ModelArgs, for_training: bool) -> Any:
     from peft import PeftModel
 
     adapter = Path(args.adapter).expanduser()
-    if not (adapter / "adapter_config.json").is_file():
-        raise UsageError(f"adapter '{args.adapter}': no adapter_config.json (not a PEFT adapter)")
-    return PeftModel.from_pretrained(model, adapter, is_trainable=for_training)
+    kind = read_json(adapter / "adapter_config.json", f"adapter '{args.adapter}'").get("peft_type")
+    if for_training and kind in _PROMPT_LEARNING:
+        raise UsageError(
+            f"adapter '{args.adapter}' is a {kind} adapter, which peft cannot load for further "
+            "training; train a new one (without adapter:), or continue a LoRA-family adapter"
+        )
+    try:
+        return PeftModel.from_pretrained(model, adapter, is_trainable=for_training)
+    except RuntimeError as exc:  # shapes the header check cannot see (prefix, IA3, ...)
+        mismatch = _SIZE_MISMATCH.search(str(exc))
+        if mismatch is None:
+            raise
+        raise UsageError(
+            f"adapter '{args.adapter}' was trained on another base model: {mismatch.group(1)} "
+            f"has shape {mismatch.group(2)}, the base model needs {mismatch.group(3)}; use the "
+            "base it was trained on (adapter_config.json base_model_name_or_path)"
+        ) from None
+
+
+_PROMPT_LEARNING = ("PREFIX_TUNING", "PROMPT_TUNING", "P_TUNING")
+
+# torch's load_state_dict message: "size mismatch for NAME: copying a param with shape
+# torch.Size([a, b]) from checkpoint, the shape in current model is torch.Size([c, d])."
+_SIZE_MISMATCH = re.compile(
+    r"size mismatch for ([\w.]+): copying a param with shape torch\.Size\((\[[^\]]*\])\) "
+    r"from checkpoint, the shape in current model is torch\.Size\((\[[^\]]*\])\)"
+)

@@ -14,9 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from danlu.config.sections import DEEPSPEED_PRESETS as PRESETS
 from danlu.utils.errors import UsageError
-
-PRESETS = ("zero1", "zero2", "zero2_offload", "zero3", "zero3_offload", "zero3_nvme")
 
 
 def preset_path(name: str) -> Path:

@@ -28,10 +28,11 @@ from danlu.train.checkpoint import check_resumable
 from danlu.train.dsconfig import deepspeed_config
 from danlu.train.flops import cpu_peak_flops, flops_model, gpu_peak_flops
 from danlu.train.fsdp import check_method, shard
+from danlu.train.inputs import check_inputs
 from danlu.train.launch import nccl_env
 from danlu.train.memcheck import is_oom, oom_message, preflight
 from danlu.train.metrics import ThroughputMeter
-from danlu.train.rundir import prepare_run_dir, save_final
+from danlu.train.rundir import check_run_dir, prepare_run_dir, save_final
 from danlu.train.trainer import build_trainer
 from danlu.utils.dist import barrier, broadcast_object, is_main, local_world_size, world_size
 from danlu.utils.errors import RuntimeFailure, UsageError
@@ -72,10 +73,11 @@ def train(cfg: Config, log: Log = print) -> TrainResult:
     model, tokenizer = loaded.model, loaded.tokenizer
     _add_tokens(cfg, model, tokenizer, log)
     with job.args.main_process_first(local=False, desc="tokenise data"):
-        train_ds, eval_ds = _data(cfg, tokenizer, job.run_dir, log, is_main())
+        train_ds, eval_ds, report = _data(cfg, tokenizer, log)
     model = _prepare_method(cfg, model, len(train_ds), log)
     if job.strategy == "fsdp":
         model = _shard(cfg, model, job.args.device.type, log)
+    _commit_run_dir(job, report)
     trainer = _trainer(cfg, model, tokenizer, train_ds, eval_ds, job.run_dir, job.args)
     if job.resume is not None:
         log(f"resume: from {job.resume}")
@@ -105,6 +107,7 @@ class _Job:
     args: Any
     """TrainingArguments; creating them started the process group."""
     resume: Path | None
+    ds_config: dict | None = None
 
 
 def _start(cfg: Config, log: Log) -> _Job:
@@ -116,22 +119,37 @@ def _start(cfg: Config, log: Log) -> _Job:
     device = pick_device(cfg.device).type
     if device == "cpu":  # DeepSpeed (imported by accelerate) otherwise warns on stdout that it
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # found no GPU, in every CPU run
+    if is_main():  # reads only: nothing is written into output_dir before every check passed
+        check_inputs(cfg)
     cfg = preflight(cfg, device, log)
     # TrainingArguments start the process group, and (ZeRO-3) make from_pretrained shard at load.
     ds_config = _deepspeed(cfg, run_dir)
     args = training_arguments(cfg, run_dir, device, cfg.val_size > 0, ds_config)
-    resume = broadcast_object(_prepare_run_dir(cfg, run_dir) if is_main() else None)
+    # After the process group exists: every rank must get rank 0's answer.
+    resume = broadcast_object(_check_run_dir(cfg, run_dir) if is_main() else None)
     if resume is not None:
         check_resumable(resume, strategy, world_size())
-    if is_main():  # only after the run-dir checks: a refused run must not touch the old one
-        save_config(cfg, run_dir / "config.yaml")  # as run: after auto_batch_size
-        if ds_config is not None:
-            (run_dir / "deepspeed.json").write_text(json.dumps(ds_config, indent=2) + "\n")
     if strategy != "none":
         log(f"distributed: {strategy}, {world_size()} processes ({args.ddp_backend or 'auto'})")
     if strategy == "deepspeed":
         _init_deepspeed(args.ddp_backend)
-    return _Job(cfg, log, strategy, run_dir, args, resume)
+    return _Job(cfg, log, strategy, run_dir, args, resume, ds_config)
+
+
+def _commit_run_dir(job: _Job, report: Any) -> None:
+    """The run's first writes into output_dir, once the model, the data and the method are
+    ready: the old run's files made way (overwrite / restart) or cut back (resume), then the
+    config as run (after auto_batch_size), the DeepSpeed config and the data report."""
+    from danlu.data import save_report
+
+    if is_main():
+        prepare_run_dir(job.run_dir, job.resume)
+        save_config(job.cfg, job.run_dir / "config.yaml")
+        if job.ds_config is not None:
+            text = json.dumps(job.ds_config, indent=2) + "\n"
+            (job.run_dir / "deepspeed.json").write_text(text)
+        save_report(report, job.run_dir)
+    barrier()  # no rank writes (TensorBoard, checkpoints) before the folder is ready
 
 
 def _prepare_method(cfg: Config, model: Any, rows: int, log: Log) -> Any:
@@ -147,8 +165,8 @@ def _quiet(_: str) -> None:
     """The log of ranks other than 0: one rank speaks for the job."""
 
 
-def _prepare_run_dir(cfg: Config, run_dir: Path) -> Path | None:
-    return prepare_run_dir(run_dir, cfg.resume_from_checkpoint, cfg.overwrite_output_dir)
+def _check_run_dir(cfg: Config, run_dir: Path) -> Path | None:
+    return check_run_dir(run_dir, cfg.resume_from_checkpoint, cfg.overwrite_output_dir)
 
 
 def _deepspeed(cfg: Config, run_dir: Path) -> dict | None:
@@ -238,18 +256,15 @@ def _add_tokens(cfg: Config, model: Any, tokenizer: Any, log: Log) -> None:
         log(f"vocabulary: added {len(added)} of {len(tokens)} new tokens (now {len(tokenizer)})")
 
 
-def _data(
-    cfg: Config, tokenizer: Any, run_dir: Path, log: Log, main: bool = True
-) -> tuple[Any, Any]:
-    from danlu.data import build_dataset, save_report
+def _data(cfg: Config, tokenizer: Any, log: Log) -> tuple[Any, Any, Any]:
+    from danlu.data import build_dataset
 
     train_ds, eval_ds, report = build_dataset(cfg, tokenizer, log=log)
-    if main:
-        save_report(report, run_dir)
     if len(train_ds) == 0:
         raise UsageError(
             "data: no training samples left after reading and truncation "
-            f"(see {run_dir / 'data_report.json'})"
+            f"(kept {report.get('kept', 0)}, dropped {report.get('dropped', {})}); "
+            "`danlu data preview` shows why"
         )
     if cfg.packing:
         before = len(train_ds)
@@ -258,7 +273,7 @@ def _data(
         log(f"packing: {before} samples -> {len(train_ds)} rows of <= {cfg.cutoff_len} tokens")
     elif cfg.group_by_length:
         train_ds = with_lengths(train_ds)
-    return train_ds, eval_ds
+    return train_ds, eval_ds, report
 
 
 def _total_steps(cfg: Config, rows: int, world: int = 1) -> int:

@@ -13,18 +13,28 @@ the others (they are config keys, so every node's command carries the same).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import logging
 import os
 import shlex
-import subprocess
+import signal
 import sys
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from danlu.train.args import dist_strategy
 from danlu.utils.dist import launched
-from danlu.utils.errors import UsageError
+from danlu.utils.errors import (
+    RANK_ERRORS,
+    DanluError,
+    RuntimeFailure,
+    UsageError,
+    recorded_error,
+)
 
 NCCL_KEYS = {
     "nccl_ib_disable": "NCCL_IB_DISABLE",
@@ -194,9 +204,65 @@ def node_commands(cfg: Any, train_argv: list[str]) -> list[str]:
 
 
 def relaunch(cfg: Any, train_argv: list[str]) -> int:
-    """Run this node's share of the job under torchrun; its exit code."""
+    """Run this node's share of the job under torchrun (in this process: its agent starts and
+    watches the ranks); 0, or the failing rank's one-line error raised here.
+
+    torchrun ends the other ranks when one fails (so none waits forever at a barrier) and then
+    reports the failure as a traceback of its own; the ranks' lines are collected instead and
+    the first failing rank's is raised, so it is the last line the user sees.
+    """
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
     topo = topology(cfg)
-    env = {**os.environ, **nccl_env(cfg)}
     argv = torchrun_argv(topo, topo.node_rank, train_argv)
     print(f"launch: {shlex.join(argv)}", file=sys.stderr, flush=True)
-    return subprocess.call(argv, env=env)
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    with (
+        tempfile.TemporaryDirectory(prefix="danlu-ranks-") as folder,
+        _env({**nccl_env(cfg), RANK_ERRORS: folder}),
+    ):
+        try:
+            run(parse_args(argv[3:]))  # what follows `python -m torch.distributed.run`
+        except ChildFailedError as exc:
+            raise _rank_failure(Path(folder), exc) from None
+    return 0
+
+
+def _rank_failure(folder: Path, exc: Any) -> DanluError:
+    recorded = recorded_error(folder)
+    if recorded is not None:
+        return recorded
+    rank, failure = min(exc.failures.items())  # keyed by global rank
+    return RuntimeFailure(
+        f"rank {rank} failed with exit code {failure.exitcode} (no danlu error line: its own "
+        "output, above, says why)"
+    )
+
+
+@contextlib.contextmanager
+def _signals_kept() -> Iterator[None]:
+    """torchrun's agent turns SIGTERM/SIGINT/... into exceptions for its own loop; give this
+    process its handlers back afterwards (a forked worker would inherit torchrun's)."""
+    names = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT")
+    kept = {s: signal.getsignal(s) for n in names if (s := getattr(signal, n, None)) is not None}
+    try:
+        yield
+    finally:
+        for sig, handler in kept.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _env(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the ranks torchrun starts, then restore them."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in before.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old

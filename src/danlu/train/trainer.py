@@ -1,9 +1,13 @@
 """The one Trainer subclass every stage and method runs through.
 
 What it adds to transformers' Trainer, and why:
-- checkpoints land as `OUTPUT_DIR/checkpoints/step-N`, written under a staging folder and
-  renamed when complete (Trainer writes `checkpoint-N` in place, so a crash mid-save leaves a
-  folder that looks resumable but is not);
+- checkpoints land as `OUTPUT_DIR/checkpoints/step-N`, written under a staging folder, given a
+  manifest (`danlu_manifest.json`, written last by rank 0) and renamed when complete (Trainer
+  writes `checkpoint-N` in place, so a crash mid-save leaves a folder that looks resumable but
+  is not); a save that fails for lack of space (or any storage error) removes the staged
+  folder and ends in one line (`RuntimeFailure`) saying which earlier checkpoint is intact;
+- a resume from a checkpoint of the last step trains nothing (Trainer would run one more
+  step whenever max_steps does not end an epoch), so `final/` equals the uninterrupted run's;
 - token counting per micro-batch (all non-pad tokens, and trained tokens) for tokens/s, MFU
   and `trained_tokens` in metrics.jsonl;
 - the method's per-step hook (AdaLoRA's rank allocation) after each optimiser step;
@@ -17,15 +21,23 @@ whole optimiser step) is transformers' own `num_items_in_batch` path; a test che
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from danlu.train.checkpoint import checkpoints_dir, rotate, staging_dir
+from danlu.train.checkpoint import (
+    checkpoints_dir,
+    rotate,
+    save_failure,
+    staging_dir,
+    write_manifest,
+)
 from danlu.train.fsdp_trainer import Fsdp2Checkpoints
 from danlu.train.metrics import MetricsFile, ThroughputMeter, memory_gib, plot_loss
 from danlu.utils.dist import all_reduce_sum, barrier
-from danlu.utils.fs import publish
+from danlu.utils.errors import RuntimeFailure
+from danlu.utils.fs import publish, storage_failure
 
 StepHook = Callable[[Any, int], None]
 
@@ -67,15 +79,54 @@ def _trainer_class() -> type:
             return str(staging_dir(self.run_dir))
 
         def _save_checkpoint(self, model: Any, trial: Any) -> None:
+            step = self.state.global_step
+            staged = staging_dir(self.run_dir) / f"checkpoint-{step}"
+            try:
+                self._write_checkpoint(model, trial, staged, step)
+            except BaseException as exc:
+                reason = storage_failure(exc, staged)  # before the removal frees the space
+                part = _newest_file(staged)
+                if self.args.should_save:  # rank 0 owns the folder; other ranks may still write
+                    shutil.rmtree(staged, ignore_errors=True)
+                if reason is None:
+                    raise
+                raise RuntimeFailure(save_failure(self.run_dir, step, reason, part)) from exc
+            if self.args.should_save:
+                rotate(self.run_dir, self.keep)
+                self._plot_loss(step)
+
+        def _plot_loss(self, step: int) -> None:
+            png = self.run_dir / "loss.png"
+            try:
+                plot_loss(self.metrics.read(), png)
+            except Exception as exc:  # the disk filled just after the checkpoint did
+                reason = storage_failure(exc, self.run_dir)
+                if reason is None:
+                    raise
+                raise RuntimeFailure(
+                    f"writing {png} failed: {reason}; checkpoint step-{step} was saved whole; "
+                    "after fixing this, rerun with resume_from_checkpoint: auto"
+                ) from exc
+
+        def _write_checkpoint(self, model: Any, trial: Any, staged: Path, step: int) -> None:
+            """Trainer's files, then (rank 0, once every rank wrote its part) the manifest, last,
+            then the rename that publishes checkpoints/step-N."""
             super()._save_checkpoint(model, trial)
             barrier()  # ZeRO/FSDP: every rank has written its part before rank 0 publishes
             if not self.args.should_save:
                 return
-            step = self.state.global_step
-            staged = staging_dir(self.run_dir) / f"checkpoint-{step}"
+            write_manifest(staged)
             publish(staged, checkpoints_dir(self.run_dir) / f"step-{step}")
-            rotate(self.run_dir, self.keep)
-            plot_loss(self.metrics.read(), self.run_dir / "loss.png")
+
+        def _init_training_state(self, *args: Any, **kwargs: Any) -> tuple[int, int]:
+            # Whatever Trainer passes is forwarded: only the resumed state is read here.
+            epochs_trained, skip = super()._init_training_state(*args, **kwargs)
+            if 0 < self.state.max_steps <= self.state.global_step:
+                # A checkpoint of the last step (a kill while final/ was written): nothing is
+                # left to train. Trainer tests `global_step >= max_steps` only after a step, and
+                # unless max_steps ends an epoch it re-enters that epoch: one step too many.
+                return int(self.state.num_train_epochs), 0
+            return epochs_trained, skip
 
         def train(self, *args: Any, **kwargs: Any) -> Any:
             self.meter.restart()
@@ -122,6 +173,14 @@ def _trainer_class() -> type:
             return record
 
     return DanluTrainer
+
+
+def _newest_file(folder: Path) -> str:
+    """The file a failed save was writing: the last one touched in its staging folder."""
+    files = [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
+    if not files:
+        return "the checkpoint"
+    return str(max(files, key=lambda p: p.stat().st_mtime_ns).relative_to(folder))
 
 
 def count_tokens(inputs: dict) -> tuple[int, int]:

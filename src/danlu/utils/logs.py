@@ -18,6 +18,8 @@ LIBRARY_DEPRECATIONS = (
     r"`is_gradient_checkpointing` is deprecated",
     # peft's prefix tuning passes `past_key_values=` to the base model (`cache` since 5.24).
     r"`past_key_values` is deprecated and will be removed",
+    # DeepSpeed's ZeRO gathers with the collective torch 2.13 renamed to all_gather_single.
+    r"`torch.distributed.all_gather_into_tensor` is deprecated",
 )
 
 QUIET_LOGGERS = (
