@@ -8,6 +8,13 @@ Two sources, each with a held-out split:
   tea.jsonl / tea_eval.jsonl            `messages` conversations: a small invented domain task,
                                         brewing advice (water temperature, leaf, steep time)
                                         for a table of teas, in English and Chinese.
+  tea_pairs.jsonl / tea_pairs_eval.jsonl  pairwise records for stage rm / dpo: the same brewing
+                                        questions, the right advice chosen, the advice of
+                                        another tea (wrong temperature and times) rejected.
+  tea_kto.jsonl / tea_kto_eval.jsonl    stage kto: the pairs' answers unpaired, `messages` with
+                                        a kto_tag (true for the right advice, false for wrong).
+  arith.jsonl / arith_eval.jsonl        stage grpo: prompt-only arithmetic questions (`prompt`,
+                                        and a `solution` column for the accuracy reward).
 The held-out split takes every 8th generated record, so train and eval never share a record.
 """
 
@@ -105,6 +112,42 @@ def tea_records(rng: random.Random) -> list[dict]:
     return out
 
 
+def tea_pair_records(rng: random.Random) -> list[dict]:
+    out = []
+    for i, tea in enumerate(TEAS):
+        wrong = next(t for t in TEAS[i + 1 :] + TEAS[:i] if t[2] != tea[2])  # another temperature
+        wrong = (tea[0], tea[1], *wrong[2:])
+        for ml in VOLUMES:
+            out.append({"instruction": f"How should I brew {tea[0]} for {ml} ml of water?",
+                        "chosen": tea_answer_en(tea, ml), "rejected": tea_answer_en(wrong, ml)})
+            out.append({"instruction": f"{ml} 毫升水应该怎么泡{tea[1]}？",
+                        "chosen": tea_answer_zh(tea, ml), "rejected": tea_answer_zh(wrong, ml)})
+    rng.shuffle(out)
+    return out  # fmt: skip
+
+
+def tea_kto_records(pairs: list[dict]) -> list[dict]:
+    out = []
+    for pair in pairs:
+        for side, good in (("chosen", True), ("rejected", False)):
+            out.append({**_chat(pair["instruction"], pair[side]), "kto_tag": good})
+    return out
+
+
+def arith_records(rng: random.Random, n: int = 400) -> list[dict]:
+    """Sums, differences and products of small numbers, in English and Chinese."""
+    out = []
+    for i in range(n):
+        a, b = rng.randint(2, 60), rng.randint(2, 40)
+        op, value = rng.choice([("+", a + b), ("-", a - b), ("*", a * b)])
+        if i % 2:
+            prompt = f"计算 {a} {op} {b}。只给出最后的数字答案，写在 \\boxed{{}} 里。"
+        else:
+            prompt = f"What is {a} {op} {b}? Give only the final number, in \\boxed{{}}."
+        out.append({"prompt": prompt, "solution": str(value)})
+    return out
+
+
 def _chat(question: str, answer: str) -> dict:
     return {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
 
@@ -113,9 +156,13 @@ def write_split(records: list[dict], stem: str) -> tuple[int, int]:
     train = [r for i, r in enumerate(records) if i % 8 != 7]
     held = [r for i, r in enumerate(records) if i % 8 == 7]
     for name, part in ((f"{stem}.jsonl", train), (f"{stem}_eval.jsonl", held)):
-        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part)
-        (HERE / name).write_text(text, encoding="utf-8")
+        _write(name, part)
     return len(train), len(held)
+
+
+def _write(name: str, records: list[dict]) -> None:
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    (HERE / name).write_text(text, encoding="utf-8")
 
 
 def main() -> None:
@@ -123,6 +170,17 @@ def main() -> None:
     for stem, records in (("identity", identity_records(rng)), ("tea", tea_records(rng))):
         n_train, n_eval = write_split(records, stem)
         print(f"{stem}: {n_train} train, {n_eval} held out")
+    # its own generator: adding this set left the two above byte for byte as they were
+    pairs = tea_pair_records(random.Random(7))
+    n_train, n_eval = write_split(pairs, "tea_pairs")
+    print(f"tea_pairs: {n_train} train, {n_eval} held out")
+    # kto from the same split: its held-out answers are those of the held-out pairs
+    train, held = [r for i, r in enumerate(pairs) if i % 8 != 7], pairs[7::8]
+    for name, part in (("tea_kto.jsonl", train), ("tea_kto_eval.jsonl", held)):
+        _write(name, tea_kto_records(part))
+    print(f"tea_kto: {2 * len(train)} train, {2 * len(held)} held out")
+    n_train, n_eval = write_split(arith_records(random.Random(11)), "arith")
+    print(f"arith: {n_train} train, {n_eval} held out")
 
 
 if __name__ == "__main__":

@@ -151,6 +151,15 @@ def _data(c: Corpus) -> None:
         "text-only.jsonl": [{"text": "plain text for pretraining"}],
         "pairwise.jsonl": [{"instruction": "q", "chosen": "a", "rejected": "b"}],
         "with-system.jsonl": [{"instruction": "q", "output": "a", "system": "be brief"}],
+        "pair-no-rejected.jsonl": [{"instruction": "q", "chosen": "a", "rejected": "b"},
+                                   {"instruction": "q", "chosen": "a"}],
+        "pair-empty-side.jsonl": [{"instruction": "q", "chosen": " ", "rejected": "b"}],
+        "pair-same.jsonl": [{"instruction": "q", "chosen": "a.", "rejected": "a. "}],
+        "kto-no-label.jsonl": [{**turn(("user", "q"), ("assistant", "a")), "kto_tag": True},
+                               turn(("user", "q"), ("assistant", "b"))],
+        "kto-bad-label.jsonl": [{**turn(("user", "q"), ("assistant", "a")), "kto_tag": "maybe"}],
+        "grpo-answered.jsonl": [turn(("user", "q")), turn(("user", "q"), ("assistant", "a"))],
+        "prompts.jsonl": [{"prompt": f"What is {i} + 1?", "solution": str(i + 1)} for i in range(8)],
     }  # fmt: skip
     for name, records in files.items():
         jsonl(c.path(name), records)
@@ -160,6 +169,8 @@ def _data(c: Corpus) -> None:
     c.path("garbage.parquet").write_bytes(b"PAR1 this is not parquet at all")
     c.path("no-column.csv").write_text("question,answer\nq,a\n")
     (c.path("empty-dir")).mkdir()
+    c.path("reward-broken.py").write_text("def f(prompts, completions:\n")
+    c.path("reward-short.py").write_text("def f(prompts, completions, **kw):\n    return [1.0]\n")
     c.path("bad.jinja").write_text("{% for m in messages %}{{ m.content }")
     c.path("strict.jinja").write_text(
         "{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('no system role') }}"

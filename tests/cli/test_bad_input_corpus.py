@@ -111,6 +111,32 @@ DATA_FILE_CASES = [
         ),
     ),
     _data_case("tools-not-json", "tools-not-json.jsonl", ":1:"),
+    _data_case(
+        "pair-no-rejected", "pair-no-rejected.jsonl", ":2: missing field 'rejected'", stage="dpo"
+    ),
+    _data_case(
+        "pair-empty-side",
+        "pair-empty-side.jsonl",
+        ":1: empty assistant content (field 'chosen')",
+        stage="rm",
+    ),
+    _data_case(
+        "pair-same", "pair-same.jsonl", ":1: chosen and rejected are the same answer", stage="dpo"
+    ),
+    _data_case("sft-data-for-dpo", "good.jsonl", "", stage="dpo"),
+    _data_case("kto-no-label", "kto-no-label.jsonl", ":2: missing field 'kto_tag'", stage="kto"),
+    _data_case(
+        "kto-bad-label",
+        "kto-bad-label.jsonl",
+        ":1: field 'kto_tag' must be true or false",
+        stage="kto",
+    ),
+    _data_case(
+        "grpo-answered",
+        "grpo-answered.jsonl",
+        ":2: the last turn (turn 2) is an answer",
+        stage="grpo",
+    ),
 ]
 """A data file with one fault each, through `danlu data preview`."""
 
@@ -264,6 +290,35 @@ TRAIN_CASES = [
     _train("stage-not-built", "stage", stage="ppo"),
     _train("bad-data", "invalid-json.jsonl:2", data=["invalid-json.jsonl"]),
     _train("assistant-first-data", "assistant-first.jsonl:1", data=["assistant-first.jsonl"]),
+    _train("grpo-unknown-reward", "reward_funcs: 'bleu' is not a reward function", stage="grpo",
+           data=["prompts.jsonl"], reward_funcs=["bleu"]),
+    _train("grpo-missing-rm", "nothing-here", stage="grpo", data=["prompts.jsonl"],
+           reward_funcs=["rm:nothing-here"]),
+    _train("grpo-prefix", "stage grpo generates with transformers' generate", stage="grpo",
+           data=["prompts.jsonl"], method="ptuning_v2"),
+    _train("kto-precompute", "precompute_ref_log_probs works for stage dpo only", stage="kto",
+           precompute_ref_log_probs=True),
+    _train("dpo-packing", "packing works for pt and sft only", stage="dpo", packing=True),
+]  # fmt: skip
+
+
+def _reward_case(name: str, file: str, fragment: str) -> Case:
+    """grpo with a user reward function from the corpus that is wrong (found at import, or
+    when it first scores)."""
+
+    def argv(c):
+        keys = {"stage": "grpo", "data": [str(c.path("prompts.jsonl"))], "num_generations": 2,
+                "max_completion_length": 4, "reward_funcs": [f"python:{c.path(file)}:f"]}  # fmt: skip
+        return ["train", c.config(name, **keys)], fragment.format(path=c.path(file))
+
+    return Case(f"train-{name}", argv)
+
+
+TRAIN_CASES += [
+    _reward_case("grpo-reward-syntax", "reward-broken.py",
+                 "reward_funcs: {path}: cannot import it: SyntaxError at line 1"),
+    _reward_case("grpo-reward-short", "reward-short.py",
+                 "({path}:1) returned 1 rewards for 4 completions"),
 ]  # fmt: skip
 
 

@@ -76,7 +76,10 @@ def test_wrong_type_names_key_and_value(tmp_path):
 
 def test_wrong_literal(tmp_path):
     path = write(tmp_path, "stage: finetune\n")
-    assert error_of(path) == f"{path}: stage must be one of pt | sft | rm | dpo, got 'finetune'"
+    assert (
+        error_of(path)
+        == f"{path}: stage must be one of pt | sft | rm | dpo | kto | ppo | grpo, got 'finetune'"
+    )
 
 
 def test_range_rule_names_key_and_value(tmp_path):

@@ -97,6 +97,12 @@ def test_pairwise_bad_records(tmp_path):
     assert error_of(path, "pairwise") == f"{path}:1: empty assistant content (field 'rejected')"
     path = lines_file(tmp_path, {"instruction": "q", "chosen": "a"}, name="p.jsonl")
     assert error_of(path, "pairwise") == f"{path}:1: missing field 'rejected' (format pairwise)"
+    path = lines_file(
+        tmp_path, {"instruction": "q", "chosen": "same ", "rejected": "same"}, name="s.jsonl"
+    )
+    assert error_of(path, "pairwise") == (
+        f"{path}:1: chosen and rejected are the same answer: nothing to prefer"
+    )
 
 
 def test_skip_counts_every_reason(tmp_path):

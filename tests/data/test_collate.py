@@ -30,8 +30,8 @@ def test_pad_to_multiple_of_8():
 
 def test_pairs_chosen_rows_first():
     features = [
-        {"chosen_ids": [1, 2, 3], "chosen_labels": [-100, 2, 3], "rejected_ids": [1, 9], "rejected_labels": [-100, 9]},
-        {"chosen_ids": [1, 4], "chosen_labels": [-100, 4], "rejected_ids": [1, 8, 8], "rejected_labels": [-100, 8, 8]},
+        {"chosen_input_ids": [1, 2, 3], "chosen_labels": [-100, 2, 3], "rejected_input_ids": [1, 9], "rejected_labels": [-100, 9]},
+        {"chosen_input_ids": [1, 4], "chosen_labels": [-100, 4], "rejected_input_ids": [1, 8, 8], "rejected_labels": [-100, 8, 8]},
     ]  # fmt: skip
     batch = PairCollator(pad_id=0)(features)
     assert batch["input_ids"].tolist() == [[1, 2, 3], [1, 4, 0], [1, 9, 0], [1, 8, 8]]
@@ -42,3 +42,15 @@ def test_pairs_chosen_rows_first():
         [-100, 8, 8],
     ]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0], [1, 1, 0], [1, 1, 1]]
+
+
+def test_pairs_carry_precomputed_reference_logps():
+    features = [
+        {"chosen_input_ids": [1, 2], "chosen_labels": [-100, 2], "rejected_input_ids": [1, 3],
+         "rejected_labels": [-100, 3], "ref_chosen_logps": -1.5, "ref_rejected_logps": -2.0},
+        {"chosen_input_ids": [1], "chosen_labels": [1], "rejected_input_ids": [4], "rejected_labels": [4],
+         "ref_chosen_logps": -0.5, "ref_rejected_logps": -3.0},
+    ]  # fmt: skip
+    batch = PairCollator(pad_id=0)(features)
+    assert batch["ref_chosen_logps"].tolist() == [-1.5, -0.5]
+    assert batch["ref_rejected_logps"].tolist() == [-2.0, -3.0]

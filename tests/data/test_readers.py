@@ -226,7 +226,7 @@ def test_undetectable_format_names_the_fields(tmp_path):
         read(path)
     assert str(e.value) == (
         f"{path}:1: cannot detect the format from fields ['bar', 'foo']; set format: to one of "
-        "alpaca, prompt_response, conversations, messages, sharegpt, text, pairwise "
+        "alpaca, prompt_response, conversations, messages, sharegpt, text, pairwise, prompt "
         "(and columns: to rename fields)"
     )
 

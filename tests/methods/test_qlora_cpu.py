@@ -30,7 +30,7 @@ def _dequantised_reference(quantised, model_dir):
             weights[f"{name}.weight"] = dequantize_4bit(w.data, w.quant_state)
     ref = load(model_dir)
     ref.load_state_dict(weights, strict=False)
-    ref = get_peft_model(ref, lora_config(config("lora").section("lora")))
+    ref = get_peft_model(ref, lora_config(config("lora").section("lora"), ref))
     lora = {k: v for k, v in quantised.state_dict().items() if "lora_" in k}
     assert not ref.load_state_dict(lora, strict=False).unexpected_keys
     return ref

@@ -104,6 +104,50 @@ def test_ddp_two_processes_equal_one_process_with_the_doubled_batch(base, tmp_pa
     assert step4 == ["rng_state_0.pth", "rng_state_1.pth"]  # each rank's RNG, for exact resume
 
 
+def test_ddp_dpo_equals_one_process_with_the_doubled_batch(base, tmp_path):
+    pairs = base.parent / "pairs.jsonl"
+    rows = [{"instruction": f"Question {i} about tea?", "chosen": f"Answer {i}: tea.",
+             "rejected": f"No idea about {i}."} for i in range(16)]  # fmt: skip
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dpo = ["stage=dpo", f"data=[{pairs}]", "save_steps=4"]
+    one, two = tmp_path / "one", tmp_path / "ddp"
+    _train(base, one, *dpo, "per_device_train_batch_size=2")
+    _train(base, two, *dpo, "per_device_train_batch_size=1", nproc=2)
+    # DDP averages the two ranks' one-pair losses where one process averages two pairs: equal
+    # in exact arithmetic; in float32 the order differs, and lr 1e-2 carries it to ~4e-5.
+    _assert_same(_weights(one / "final", ADAPTER), _weights(two / "final", ADAPTER), 1e-4)
+    records = [json.loads(line) for line in (two / "metrics.jsonl").read_text().splitlines()]
+    single = [json.loads(line) for line in (one / "metrics.jsonl").read_text().splitlines()]
+    for key in ("loss", "rewards/accuracy", "rewards/margin", "logps/chosen"):  # over both ranks
+        assert [r[key] for r in records] == pytest.approx([r[key] for r in single], abs=1e-3), key
+
+
+@pytest.mark.parametrize("stage", ["kto", "grpo"])
+def test_ddp_kto_and_grpo_train_on_two_processes(stage, base, tmp_path):
+    """Their cross-rank steps (kto's KL baseline, the metrics of both) meet on every rank: the
+    job ends, rank 0 logs each step once, every LoRA B matrix moved."""
+    data = base.parent / f"{stage}.jsonl"
+    if stage == "kto":
+        rows = [{"instruction": f"Question {i}?", "output": f"Answer {i}.", "kto_tag": i % 2 == 0}
+                for i in range(16)]  # fmt: skip
+        extra = ["per_device_train_batch_size=2"]
+    else:
+        rows = [{"prompt": f"Question {i}?", "solution": str(i)} for i in range(16)]
+        reward = base.parent / "reward.py"
+        reward.write_text("def longer(prompts, completions, **kw):\n"
+                          "    return [float(len(c)) for c in completions]\n")  # fmt: skip
+        extra = ["per_device_train_batch_size=1", "num_generations=2", "max_completion_length=6",
+                 f"reward_funcs=[python:{reward}:longer]"]  # fmt: skip
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / stage
+    _train(base, out, f"stage={stage}", f"data=[{data}]", *extra, nproc=2)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    assert ("kl" if stage == "kto" else "reward") in records[0]
+    weights = _weights(out / "final", ADAPTER)
+    assert all(w.abs().sum() > 0 for n, w in weights.items() if "lora_B" in n)
+
+
 def test_fsdp_lora_trains_the_same_and_resumes_on_one_process(base, one_lora, tmp_path):
     run = tmp_path / "fsdp"
     _train(base, run, "per_device_train_batch_size=1", "distributed=fsdp", nproc=2)

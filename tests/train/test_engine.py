@@ -7,11 +7,11 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
+from tests.train.helpers import kill_script
 
 from danlu.cli import main
 from danlu.config import load_config
@@ -134,27 +134,6 @@ def test_every_method_trains_through_the_engine(method, tiny_model_dir, data_fil
     assert result.global_step == 2 and result.trained_tokens > 0
 
 
-def _kill_script(model_dir: Path, data: Path, out: Path, kill_at: int) -> str:
-    """Run `danlu train`, SIGKILLing itself inside the save of step `kill_at` (files staged,
-    not yet renamed): the worst moment for a crash."""
-    return textwrap.dedent(f"""
-        import os, signal, sys
-        import danlu.train.trainer as T
-        real = T.publish
-        def publish(staged, dest):
-            if dest.name == "step-{kill_at}":
-                os.kill(os.getpid(), signal.SIGKILL)
-            return real(staged, dest)
-        T.publish = publish
-        from danlu.cli import main
-        sys.exit(main(["train", "{out}.yaml", "model={model_dir}", "data=[{data}]",
-                       "output_dir={out}", "method=lora", "lora_rank=4", "max_steps=8",
-                       "save_steps=2", "logging_steps=1", "per_device_train_batch_size=4",
-                       "learning_rate=1e-2", "threads=1", "report_to=none", "cutoff_len=64",
-                       "data_cache=false", "--quiet"]))
-    """)
-
-
 @pytest.mark.slow
 def test_sigkill_during_save_then_resume_matches_uninterrupted(tiny_model_dir, data_file, tmp_path):
     straight = train(
@@ -163,7 +142,7 @@ def test_sigkill_during_save_then_resume_matches_uninterrupted(tiny_model_dir, d
     out = tmp_path / "b"
     Path(f"{out}.yaml").write_text("method: lora\n")
     proc = subprocess.run(
-        [sys.executable, "-c", _kill_script(tiny_model_dir, data_file, out, 6)],
+        [sys.executable, "-c", kill_script(tiny_model_dir, data_file, out, 6)],
         capture_output=True,
         text=True,
         timeout=300,

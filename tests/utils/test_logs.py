@@ -31,8 +31,8 @@ def _noise(stderr: str) -> list[str]:
 
 
 @pytest.mark.slow  # two real processes (torch import, a 2-step training)
-@pytest.mark.parametrize("method", ["lora", "prefix"])
-def test_training_and_chat_logs_hold_only_danlu_lines(method, tiny_model_dir, tmp_path):
+@pytest.mark.parametrize(("method", "packing"), [("lora", "true"), ("prefix", "false")])
+def test_training_and_chat_logs_hold_only_danlu_lines(method, packing, tiny_model_dir, tmp_path):
     data = tmp_path / "d.jsonl"
     data.write_text(
         "".join(json.dumps({"instruction": f"q{i}", "output": f"a{i}"}) + "\n" for i in range(8))
@@ -40,7 +40,7 @@ def test_training_and_chat_logs_hold_only_danlu_lines(method, tiny_model_dir, tm
     out = tmp_path / "run"
     config = tmp_path / "run.yaml"
     config.write_text(f"model: {tiny_model_dir}\ndata: [{data}]\noutput_dir: {out}\n")
-    run = _run("train", str(config), f"method={method}", "max_steps=2", "save_steps=1", "logging_steps=1",
+    run = _run("train", str(config), f"method={method}", f"packing={packing}", "max_steps=2", "save_steps=1", "logging_steps=1",
                "report_to=none", "gradient_checkpointing=true", "per_device_train_batch_size=2",
                "data_cache=false")  # fmt: skip
     assert run.returncode == 0, run.stderr

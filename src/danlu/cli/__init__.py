@@ -28,12 +28,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "train": (
         "train",
-        "fine-tune: stage pt|sft, any method; resumable; writes OUTPUT_DIR (DESIGN §5)",
+        "fine-tune: stage pt|sft|rm|dpo|kto|grpo, any method; resumable; writes OUTPUT_DIR (DESIGN §5)",
     ),
     "merge": ("merge", "merge a LoRA adapter into its base model and save full HF weights"),
     "eval": (
         "eval_cmd",
-        "evaluate models: BLEU/ROUGE on generations, multiple choice, perplexity; compare",
+        "evaluate models: BLEU/ROUGE on generations, multiple choice, perplexity, preference; compare",
     ),
     "estimate": ("estimate", "per-device memory breakdown of a training or inference setup"),
     "plan": ("plan_cmd", "the fastest configuration that fits your GPUs, and how to launch it"),

@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from danlu.train.engine import train
 
-    cfg = load_config(_demo_config(args.config), args.overrides)
+    cfg = _fit_to_this_cpu(load_config(_demo_config(args.config), args.overrides), args.overrides)
     say(
         f"model {cfg.model}, method {cfg.method}, {len(cfg.data)} data sources, "
         f"{cfg.max_steps} steps -> {cfg.output_dir}"
@@ -59,6 +59,20 @@ def run(args: argparse.Namespace) -> int:
     _report(cfg, result.final_dir, args.max_new_tokens)
     _serve_and_ask(tuned, args.max_new_tokens)
     return 0
+
+
+def _fit_to_this_cpu(cfg: Any, overrides: list[str]) -> Any:
+    """The demo config asks for bf16 (faster on CPUs with bf16 instructions); where the CPU has
+    none, autocast would emulate it and the demo would take an hour: run it in float32 instead,
+    unless the user set bf16 on the command line."""
+    from danlu.models import pick_device
+    from danlu.utils.envinfo import cpu_bf16
+
+    asked = any(o.split("=", 1)[0].strip() == "bf16" for o in overrides)
+    if cfg.bf16 and not asked and pick_device(cfg.device).type == "cpu" and not cpu_bf16():
+        say("bf16: off (this CPU has no bfloat16 instructions; float32 is faster here)")
+        return cfg.replace(bf16=False)
+    return cfg
 
 
 def _report(cfg: Any, adapter: Path, max_new_tokens: int) -> None:

@@ -2,7 +2,8 @@
 
 Tasks (eval_task): generation (BLEU-4, ROUGE-1/2/L against each record's last assistant turn),
 multiple_choice (C-Eval/CMMLU CSV or MMLU JSONL, per-subject and overall accuracy), perplexity
-(loss-masked as in training). Several eval_models are compared side by side in
+(loss-masked as in training), preference (pairwise eval_data: how often the chosen answer wins,
+by a reward model's score or a policy's implicit reward against its base). Several eval_models are compared side by side in
 eval_output_dir/report.{json,md,png}; the at-a-glance table is printed on stdout. See
 docs/eval.md for the exact prompts and metric definitions.
 """

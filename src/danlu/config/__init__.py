@@ -1,8 +1,9 @@
 """Typed, flat, validated run configuration (DESIGN §2)."""
 
-from danlu.config import eval_args as _eval_args  # noqa: F401  (registers the eval section, last)
+from danlu.config import eval_args as _eval_args  # noqa: F401  (registers the eval section)
 from danlu.config import methods as _methods  # noqa: F401  (registers the method sections)
 from danlu.config import sections as _sections  # noqa: F401  (registers the core sections)
+from danlu.config import stages as _stages  # noqa: F401  (registers the preference section)
 from danlu.config.load import Config, dump_config, load_config, save_config
 from danlu.config.methods import (
     AdaLoraArgs,
@@ -21,6 +22,7 @@ from danlu.config.sections import (
     OutputArgs,
     TrainArgs,
 )
+from danlu.config.stages import GrpoArgs, PreferenceArgs
 
 __all__ = [
     "SECTIONS",
@@ -31,11 +33,13 @@ __all__ = [
     "DataSource",
     "DistArgs",
     "FreezeArgs",
+    "GrpoArgs",
     "IA3Args",
     "LoraArgs",
     "MethodArgs",
     "ModelArgs",
     "OutputArgs",
+    "PreferenceArgs",
     "PromptLearningArgs",
     "TrainArgs",
     "dump_config",

@@ -104,6 +104,61 @@ RULES: list[Rule] = [
         "sample per row)",
     ),
     Rule(("new_tokens",), lambda v: all(t.strip() for t in v), "must not contain empty tokens"),
+    # preference stages
+    Rule(
+        ("packing", "stage"),
+        lambda p, s: not p or s in ("pt", "sft"),
+        "packing works for pt and sft only: rm and dpo compare the two answers of a pair, kto "
+        "pairs answers with other prompts and grpo generates, which packed rows would mix",
+    ),
+    Rule(
+        ("pref_beta", "stage"),
+        lambda b, s: b > 0 or (s == "grpo" and b == 0),
+        "pref_beta must be > 0 (0 only for grpo: no KL term, no reference)",
+    ),
+    Rule(
+        ("precompute_ref_log_probs", "stage"),
+        lambda p, s: not p or s == "dpo",
+        "precompute_ref_log_probs works for stage dpo only (kto's KL baseline pairs answers "
+        "batch by batch, grpo scores fresh generations)",
+    ),
+    Rule(
+        ("num_generations",),
+        lambda v: v >= 2,
+        "must be >= 2 (advantages compare the answers to one prompt)",
+    ),
+    Rule(("max_completion_length",), lambda v: v >= 1, "must be >= 1"),
+    Rule(("grpo_temperature",), lambda v: v > 0, "must be > 0"),
+    Rule(("reward_funcs",), lambda v: len(v) >= 1, "must name at least one reward function"),
+    Rule(
+        ("reward_weights", "reward_funcs"),
+        lambda w, f: w is None or len(w) == len(f),
+        "reward_weights needs one weight per reward function",
+    ),
+    Rule(
+        ("stage", "method"),
+        lambda s, m: s != "grpo" or m not in ("prefix", "ptuning_v2", "prompt", "ptuning"),
+        "stage grpo generates with transformers' generate, which does not keep prompt-learning "
+        "adapters' virtual tokens; use lora, qlora, ia3, adalora, freeze or full",
+    ),
+    Rule(
+        ("stage", "distributed", "deepspeed"),
+        lambda s, d, ds: (
+            s != "grpo" or (d != "fsdp" and ds not in ("zero3", "zero3_offload", "zero3_nvme"))
+        ),
+        "stage grpo samples from the whole model on every rank: use ddp or ZeRO-1/2 (FSDP and "
+        "ZeRO-3 shard the weights generation needs)",
+    ),
+    Rule(("vllm_gpu_memory_utilization",), lambda v: 0 < v < 1, "must be in (0, 1)"),
+    Rule(
+        ("use_vllm", "stage"),
+        lambda u, s: not u or s == "grpo",
+        "use_vllm is grpo's sampler; other stages do not generate",
+    ),
+    Rule(("kto_chosen_weight",), lambda v: v > 0, "must be > 0"),
+    Rule(("kto_rejected_weight",), lambda v: v > 0, "must be > 0"),
+    Rule(("pref_ftx",), lambda v: v >= 0, "must be >= 0"),
+    Rule(("simpo_gamma",), lambda v: v >= 0, "must be >= 0"),
     # distributed
     Rule(("nproc_per_node",), lambda v: v >= 1, "must be >= 1"),
     Rule(("nnodes",), _opt(lambda v: v >= 1), "must be >= 1"),
@@ -156,8 +211,8 @@ RULES: list[Rule] = [
     # evaluation (danlu eval)
     Rule(
         ("eval_task",),
-        lambda v: set(v) <= {"generation", "multiple_choice", "perplexity"},
-        "must list only generation, multiple_choice, perplexity",
+        lambda v: set(v) <= {"generation", "multiple_choice", "perplexity", "preference"},
+        "must list only generation, multiple_choice, perplexity, preference",
     ),
     Rule(
         ("eval_data",),
@@ -181,8 +236,8 @@ RULES: list[Rule] = [
     ),
     Rule(
         ("eval_task", "eval_data"),
-        lambda t, d: not ({"generation", "perplexity"} & set(t)) or bool(d),
-        "generation and perplexity need eval_data",
+        lambda t, d: not ({"generation", "perplexity", "preference"} & set(t)) or bool(d),
+        "generation, perplexity and preference need eval_data",
     ),
     Rule(
         ("n_shot", "mc_dev"),

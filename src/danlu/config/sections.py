@@ -17,7 +17,15 @@ DEEPSPEED_PRESETS = ("zero1", "zero2", "zero2_offload", "zero3", "zero3_offload"
 """The DeepSpeed presets shipped as package data (danlu/train/deepspeed_presets/NAME.json)."""
 
 FORMATS = Literal[
-    "auto", "alpaca", "prompt_response", "conversations", "messages", "sharegpt", "text", "pairwise"
+    "auto",
+    "alpaca",
+    "prompt_response",
+    "conversations",
+    "messages",
+    "sharegpt",
+    "text",
+    "pairwise",
+    "prompt",
 ]
 
 
@@ -103,8 +111,9 @@ class DataArgs:
 
 @section("train")
 class TrainArgs:
-    stage: Literal["pt", "sft", "rm", "dpo"] = "sft"
-    """pt: continued pretraining; sft: supervised fine-tuning; rm: reward model; dpo."""
+    stage: Literal["pt", "sft", "rm", "dpo", "kto", "ppo", "grpo"] = "sft"
+    """pt: continued pretraining; sft: supervised fine-tuning; rm: reward model on pairs; dpo:
+    preference optimisation on pairs (see pref_loss); kto, ppo, grpo: not built yet."""
     learning_rate: float = 1e-4
     """Peak learning rate."""
     num_train_epochs: float = 3.0

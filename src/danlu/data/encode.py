@@ -178,3 +178,55 @@ def _cap_pair(
     ]
     dropped = None if all(has_trained(r.labels) for r in out) else NO_TRAINED
     return PairResult(keep_src, out[0], out[1], cut, dropped)
+
+
+@dataclass
+class LabelledResult(EncodeResult):
+    """`stage: kto`: one answer (the last turn, the only trained one) and its label."""
+
+    label: bool = True
+
+
+def encode_labelled(
+    conv: Conversation, tokenizer: Any, template: Template, args: DataArgs
+) -> LabelledResult:
+    res = _encode_truncated(conv.messages, tools_of(conv), tokenizer, template, args, "last_turn")
+    return LabelledResult(**vars(res), label=bool(conv.meta["kto_label"]))
+
+
+@dataclass
+class PromptResult:
+    """`stage: grpo`: the rendered prompt up to the generation header, and what the reward
+    functions get: the record's prompt and its other columns (JSON)."""
+
+    input_ids: list[int]
+    prompt: str
+    columns: str
+    truncated: bool = False
+    dropped: str | None = None
+
+
+def encode_prompt(
+    conv: Conversation, tokenizer: Any, template: Template, args: DataArgs
+) -> PromptResult:
+    """Oldest rounds are dropped (system kept) while the prompt exceeds max_source_len (else
+    cutoff_len); then its start is cut, so the generation header always survives."""
+    import json
+
+    limit = args.max_source_len or args.cutoff_len
+    tools = tools_of(conv)
+    system, rounds = split_rounds(conv.messages)
+    ids = _prompt_ids(conv.messages, tools, tokenizer, template)
+    truncated = False
+    while len(ids) > limit and len(rounds) > 1:
+        rounds, truncated = rounds[1:], True
+        ids = _prompt_ids(system + _flat(rounds), tools, tokenizer, template)
+    if len(ids) > limit:
+        ids, truncated = ids[-limit:], True
+    dump = lambda v: json.dumps(v, ensure_ascii=False, default=str)  # noqa: E731
+    return PromptResult(ids, dump(conv.meta["prompt"]), dump(conv.meta["columns"]), truncated)
+
+
+def _prompt_ids(messages: list[Message], tools: Any, tokenizer: Any, template: Template) -> list:
+    text = template.render(tokenizer, to_hf_messages(messages, template), tools, True)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])

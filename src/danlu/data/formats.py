@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from danlu.data.bad import BadRecord
+from danlu.data.turns import check_turns
 from danlu.data.types import MODEL_ROLES, Conversation, Message
 
 FORMAT_NAMES = (
@@ -24,6 +26,7 @@ FORMAT_NAMES = (
     "sharegpt",
     "text",
     "pairwise",
+    "prompt",
 )
 
 ROLE_STYLE = {
@@ -50,17 +53,96 @@ def detect_format(record: dict[str, Any]) -> str | None:
         return "prompt_response"
     if "text" in record:
         return "text"
+    if "prompt" in record:  # prompt-only (grpo): TRL's and open-r1's shape, extra columns kept
+        return "prompt"
     return None
 
 
-def to_conversation(record: Any, fmt: str, source: str) -> Conversation:
+@dataclass(frozen=True)
+class RecordRules:
+    """What a stage asks of every record beyond its format (DESIGN §9)."""
+
+    prompt_only: bool = False
+    """grpo: the record is a prompt the model answers; an answer in it is an error."""
+    label: str | None = None
+    """kto: the column holding the record's good (true) / bad (false) label."""
+
+
+NO_RULES = RecordRules()
+
+
+def to_conversation(
+    record: Any, fmt: str, source: str, rules: RecordRules = NO_RULES
+) -> Conversation:
     """Convert one raw record of format `fmt`; raise BadRecord when it cannot be used."""
     if not isinstance(record, dict):
         raise BadRecord("not an object", f"record must be a JSON object, got {_kind(record)}")
+    if rules.prompt_only and fmt not in ("text", "pairwise"):
+        return _prompt_only(record, fmt, source)
     conv = CONVERTERS[fmt](record, source)
     if fmt not in ("text", "pairwise"):
         check_turns(conv.messages, first_turn=1)
+    if rules.label is not None:
+        conv.meta["kto_label"] = _label(record, rules.label)
+        if conv.messages and conv.messages[-1].role not in MODEL_ROLES:
+            raise BadRecord(
+                "no labelled answer", "the last turn must be the labelled assistant answer"
+            )
     return conv
+
+
+_TRUE, _FALSE = ("true", "1", "yes", "good"), ("false", "0", "no", "bad")
+
+
+def _label(record: dict, name: str) -> bool:
+    value = record.get(name)
+    if value is None:
+        raise BadRecord(
+            "missing kto label",
+            f"missing field '{name}': stage kto needs every answer labelled good (true) or bad "
+            "(false) (kto_tag: names the column)",
+        )
+    if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in (*_TRUE, *_FALSE):
+        return value.strip().lower() in _TRUE
+    raise BadRecord("wrong type", f"field '{name}' must be true or false, got {value!r}")
+
+
+_OWN_FIELDS = {
+    "alpaca": ("instruction", "input", "output", "system", "history"),
+    "prompt_response": ("prompt", "response", "system", "history"),
+    "prompt": ("prompt", "system", "history"),
+}
+_CHAT_FIELDS = ("conversations", "messages", "tools", "system")
+
+
+def _prompt_only(record: dict, fmt: str, source: str) -> Conversation:
+    """grpo: the prompt turns, the record's own prompt (for reward functions: the string of a
+    plain `prompt` record, else the turns as {role, content}) and its other columns."""
+    answer = {"alpaca": "output", "prompt_response": "response"}.get(fmt)
+    if answer and str(record.get(answer) or "").strip():
+        raise BadRecord("has an answer", f"field '{answer}' holds an answer; {_PROMPTS_ONLY}")
+    if fmt == "prompt" and isinstance(record.get("prompt"), list):  # TRL's conversational
+        turns = parse_turns({"messages": record["prompt"]}, "messages")
+    elif fmt in _OWN_FIELDS:
+        turns = _prompt_turns(record, fmt)
+    else:
+        turns = parse_turns(record, fmt)
+    if turns[-1].role in MODEL_ROLES:
+        raise BadRecord(
+            "has an answer", f"the last turn (turn {len(turns)}) is an answer; {_PROMPTS_ONLY}"
+        )
+    check_turns(turns, first_turn=1, need_model=False)
+    own = _OWN_FIELDS.get(fmt, _CHAT_FIELDS)
+    raw_prompt = record.get("prompt") if fmt == "prompt" else None
+    conv = Conversation(turns, source, tools=_tools(record) if fmt not in _OWN_FIELDS else None)
+    conv.meta["prompt"] = raw_prompt or [{"role": m.role, "content": m.content} for m in turns]
+    conv.meta["columns"] = {k: v for k, v in record.items() if k not in own}
+    return conv
+
+
+_PROMPTS_ONLY = "stage grpo records are prompts only (the model writes the answers)"
 
 
 def _kind(value: Any) -> str:
@@ -230,66 +312,6 @@ def _tools(record: dict) -> Any:
     return tools or None
 
 
-# What may follow each role. Conversations alternate between the user's side (a question, or a
-# tool's result) and the model's side (an answer, or a tool call), starting with the user after
-# an optional system turn: the rule chat templates assume and LLaMA-Factory applies to sharegpt
-# data (its glaive demo has answers followed by a tool result, so that stays valid). Several tool
-# results may follow one another (one turn of parallel calls).
-_NEXT = {
-    "system": ("user",),
-    "user": ("assistant", "function_call"),
-    "assistant": ("user", "observation"),
-    "function_call": ("user", "observation"),
-    "observation": ("assistant", "function_call", "observation"),
-}
-
-
-def check_turns(messages: list[Message], first_turn: int, need_model: bool = True) -> None:
-    """The turn rules every template relies on: model turns non-empty, roles in order
-    (`_NEXT`), and at least one model turn."""
-    prev = None
-    for i, msg in enumerate(messages, first_turn):
-        if msg.role in MODEL_ROLES and not msg.content.strip():
-            raise BadRecord("empty assistant content", f"empty assistant content in turn {i}")
-        _check_order(prev, msg.role, i)
-        prev = msg.role
-    if need_model and not any(m.role in MODEL_ROLES for m in messages):
-        raise BadRecord("no assistant turn", "no assistant turn")
-
-
-def _check_order(prev: str | None, role: str, i: int) -> None:
-    if prev in (None, "system"):
-        if role != "user" and not (prev is None and role == "system"):
-            raise BadRecord(
-                "starts with a model turn" if role in MODEL_ROLES else "roles out of order",
-                f"turn {i} is {_a(role)} turn; a conversation starts with a user turn "
-                "(after an optional system turn)",
-            )
-        return
-    if role in _NEXT[prev]:
-        return
-    if role == prev and role in MODEL_ROLES:
-        raise BadRecord(
-            "consecutive model turns",
-            f"two consecutive {role} turns (turns {i - 1} and {i}); the template cannot express them",
-        )
-    if role == prev:
-        raise BadRecord(
-            "consecutive user turns",
-            f"two consecutive {role} turns (turns {i - 1} and {i}); merge them or put the "
-            "answer between them",
-        )
-    raise BadRecord(
-        "roles out of order",
-        f"{_a(role)} turn (turn {i}) cannot follow {_a(prev)} turn (turn {i - 1}); expected "
-        f"{' or '.join(_NEXT[prev])}",
-    )
-
-
-def _a(role: str) -> str:
-    return f"{'an' if role[0] in 'ao' else 'a'} {role}"  # an assistant, an observation, a user
-
-
 def _chat(fmt: str) -> Callable[[dict, str], Conversation]:
     def convert(record: dict, source: str) -> Conversation:
         return Conversation(parse_turns(record, fmt), source, tools=_tools(record))
@@ -308,6 +330,10 @@ def _pairwise(record: dict, source: str) -> Conversation:
         )
     check_turns(prompt, first_turn=1, need_model=False)
     chosen, rejected = _choice(record, "chosen"), _choice(record, "rejected")
+    if chosen.content.strip() == rejected.content.strip():
+        raise BadRecord(
+            "chosen equals rejected", "chosen and rejected are the same answer: nothing to prefer"
+        )
     return Conversation(prompt, source, tools=_tools(record), chosen=chosen, rejected=rejected)
 
 
@@ -332,4 +358,5 @@ CONVERTERS: dict[str, Callable[[dict, str], Conversation]] = {
     "sharegpt": _chat("sharegpt"),
     "text": _text,
     "pairwise": _pairwise,
+    "prompt": lambda record, source: Conversation(_prompt_turns(record, "prompt"), source),
 }

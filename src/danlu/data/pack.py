@@ -138,10 +138,14 @@ def pack_dataset(ds: Any, cutoff_len: int, window: int = PACK_WINDOW) -> Any:
 
 def token_lengths(ds: Any) -> Any:
     """Tokens per row of a tokenised Dataset, as an Arrow array (read from the list offsets,
-    without decoding a row)."""
+    without decoding a row); for a pair dataset (rm, dpo), the longer side of each pair."""
     import pyarrow.compute as pc
 
-    return pc.list_value_length(ds.with_format("arrow")["input_ids"])
+    table = ds.with_format("arrow")
+    if "input_ids" in ds.column_names:
+        return pc.list_value_length(table["input_ids"])
+    chosen = pc.list_value_length(table["chosen_input_ids"])
+    return pc.max_element_wise(chosen, pc.list_value_length(table["rejected_input_ids"]))
 
 
 def with_lengths(ds: Any) -> Any:

@@ -23,6 +23,7 @@ from typing import Any
 from danlu.config.sections import DataArgs, DataSource
 from danlu.data import cache
 from danlu.data.files import resolve_files
+from danlu.data.formats import RecordRules
 from danlu.data.mix import mix
 from danlu.data.readers import SourceStats, is_local, read_source
 from danlu.data.report import build_report, row_counts
@@ -32,20 +33,25 @@ from danlu.utils.errors import RuntimeFailure, UsageError
 from danlu.utils.system import available_cpus
 
 _log = logging.getLogger("danlu.data")
-_STAGE_NEEDS = {"pt": ("text", "chat"), "sft": ("chat",), "rm": ("pairwise",), "dpo": ("pairwise",)}
+_STAGE_NEEDS = {
+    "pt": ("text", "chat"), "sft": ("chat",), "rm": ("pairwise",), "dpo": ("pairwise",),
+    "kto": ("chat",), "grpo": ("chat",),
+}  # fmt: skip
 
 
 def default_encoder(tokenizer: Any, args: DataArgs, stage: str) -> Callable[[Conversation], Any]:
     """danlu's own encoder: the configured chat template + the DESIGN §3 loss-mask rule."""
-    from danlu.data.encode import encode_conversation, encode_pair
+    from danlu.data import encode as enc
     from danlu.data.templates import get_template
 
     template = get_template(args.template, tokenizer)
+    special = {"rm": enc.encode_pair, "dpo": enc.encode_pair, "kto": enc.encode_labelled,
+               "grpo": enc.encode_prompt}.get(stage)  # fmt: skip
 
     def encode(conv: Conversation) -> Any:
-        if stage in ("rm", "dpo"):
-            return encode_pair(conv, tokenizer, template, args)
-        return encode_conversation(conv, tokenizer, template, args, stage)
+        if special is not None:
+            return special(conv, tokenizer, template, args)
+        return enc.encode_conversation(conv, tokenizer, template, args, stage)
 
     return encode
 
@@ -73,7 +79,8 @@ def build_dataset(
             "data: no data sources configured (set data: to a file, directory or glob)"
         )
     say = log or _log.info
-    parts = [_prepare(i, src, args, stage, tokenizer, encoder or default_encoder, say)
+    rules = record_rules(stage, getattr(cfg, "kto_tag", "kto_tag"))
+    parts = [_prepare(i, src, args, (stage, rules), tokenizer, encoder or default_encoder, say)
              for i, src in enumerate(args.data)]  # fmt: skip
     weights = [src.weight for src in args.data]
     m = mix([len(ds) for ds, _ in parts], weights, args.val_size, seed)
@@ -95,6 +102,11 @@ def _resolve(cfg: Any, stage: str | None, seed: int | None) -> tuple[DataArgs, s
     return cfg.section("data"), stage or cfg.stage, cfg.seed if seed is None else seed
 
 
+def record_rules(stage: str, kto_tag: str = "kto_tag") -> RecordRules:
+    """What `stage` asks of each record (grpo: prompts only; kto: a label in `kto_tag`)."""
+    return RecordRules(prompt_only=stage == "grpo", label=kto_tag if stage == "kto" else None)
+
+
 def _concat(datasets_: list[Any]) -> Any:
     import datasets
 
@@ -102,20 +114,24 @@ def _concat(datasets_: list[Any]) -> Any:
 
 
 def _prepare(
-    index: int, src: DataSource, args: DataArgs, stage: str, tokenizer: Any,
+    index: int, src: DataSource, args: DataArgs, staged: tuple[str, RecordRules], tokenizer: Any,
     factory: EncoderFactory, say: Callable[[str], None],
 ) -> tuple[Any, dict]:  # fmt: skip
     """One source -> (memory-mapped Dataset, its report entry), from the cache when possible."""
     import datasets
 
-    key = cache.cache_key(_key_parts(src, args, stage, tokenizer, factory))
+    stage, rules = staged
+    parts = _key_parts(src, args, stage, tokenizer, factory)
+    if rules != RecordRules():  # (the keys of pt/sft/rm/dpo caches stay what they were)
+        parts["rules"] = dataclasses.asdict(rules)
+    key = cache.cache_key(parts)
     entry = cache.lookup(key) if args.data_cache else None
     if entry is not None:
         stats = cache.read_stats(entry)
         say(f"data: {src.path}: {stats['kept']} samples reused from the cache ({entry})")
         stats["cache"] = "hit"
     else:
-        entry, stats = _tokenise(index, src, args, stage, tokenizer, factory, key, say)
+        entry, stats = _tokenise(index, src, args, staged, tokenizer, factory, key, say)
         stats["cache"] = "miss"
     return datasets.Dataset.from_file(str(entry / cache.DATA_FILE)), stats
 
@@ -154,15 +170,17 @@ _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
 
 
 def _tokenise(
-    index: int, src: DataSource, args: DataArgs, stage: str, tokenizer: Any,
+    index: int, src: DataSource, args: DataArgs, staged: tuple[str, RecordRules], tokenizer: Any,
     factory: EncoderFactory, key: str, say: Callable[[str], None],
 ) -> tuple[Any, dict]:  # fmt: skip
+    stage, rules = staged
     workers = args.preprocessing_num_workers or available_cpus()
     read = SourceStats(src.path)
     tmp = cache.new_entry(key)
     start = time.perf_counter()
     try:
-        convs = _check_stage(read_source(src, read, args.on_bad_record, index), stage, src, read)
+        records = read_source(src, read, args.on_bad_record, index, rules)
+        convs = _check_stage(records, stage, src, read)
         tok = tokenize_to_arrow(
             convs, tmp / cache.DATA_FILE, factory, tokenizer, args, stage, workers
         )
@@ -188,6 +206,12 @@ def _tokenise(
     return cache.commit(tmp, key, stats), stats
 
 
+_NEED = {
+    "pt": "text", "sft": "conversation/instruction", "rm": "pairwise", "dpo": "pairwise",
+    "kto": "labelled conversation/instruction", "grpo": "prompt-only",
+}  # fmt: skip
+
+
 def _check_stage(
     convs: Iterable[Conversation], stage: str, src: DataSource, stats: SourceStats
 ) -> Iterator[Conversation]:
@@ -196,9 +220,8 @@ def _check_stage(
     for conv in it:
         kind = "text" if conv.text is not None else "pairwise" if conv.chosen else "chat"
         if kind not in _STAGE_NEEDS[stage]:
-            need = {"text": "text", "chat": "conversation/instruction", "pairwise": "pairwise"}
             raise UsageError(
-                f"{src.path}: stage {stage} needs {need[_STAGE_NEEDS[stage][0]]} records, "
+                f"{src.path}: stage {stage} needs {_NEED[stage]} records, "
                 f"but this source is format {stats.format}"
             )
         yield conv

@@ -16,7 +16,13 @@ from typing import Any
 from danlu.config.sections import DataSource
 from danlu.data.bad import BadRecord, BadRecordPolicy
 from danlu.data.files import SUFFIXES, records_of, resolve_files
-from danlu.data.formats import FORMAT_NAMES, detect_format, to_conversation
+from danlu.data.formats import (
+    FORMAT_NAMES,
+    NO_RULES,
+    RecordRules,
+    detect_format,
+    to_conversation,
+)
 from danlu.data.types import Conversation, Message
 from danlu.utils.errors import UsageError
 
@@ -35,11 +41,16 @@ class SourceStats:
 
 
 def read_source(
-    src: DataSource, stats: SourceStats, on_bad_record: str = "error", index: int = 0
+    src: DataSource,
+    stats: SourceStats,
+    on_bad_record: str = "error",
+    index: int = 0,
+    rules: RecordRules = NO_RULES,
 ) -> Iterator[Conversation]:
     """Stream the Conversations of one source; raise UsageError for unusable input.
 
-    `index` is the source's position in `data:`, stamped on each Conversation for the mix.
+    `index` is the source's position in `data:`, stamped on each Conversation for the mix;
+    `rules` what the stage asks of each record (grpo: prompts only; kto: a label).
     """
     policy = BadRecordPolicy(on_bad_record)
     fmt = src.format
@@ -56,7 +67,7 @@ def read_source(
             stats.detected = True
         stats.format = fmt
         try:
-            conv = to_conversation(raw, fmt, where)
+            conv = to_conversation(raw, fmt, where, rules)
         except BadRecord as bad:
             policy.handle(where, bad)
             stats.skipped = dict(policy.skipped)

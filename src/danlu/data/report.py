@@ -17,13 +17,16 @@ from danlu.data.mix import Mix, source_of
 
 
 def row_counts(ds: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row token count and trained-token count, chunk by chunk (bounded memory)."""
+    """Per-row token count and trained-token count, chunk by chunk (bounded memory); pairs
+    count their chosen side."""
     import pyarrow.compute as pc
 
     table = ds.data.table if hasattr(ds.data, "table") else ds.data
     ids_col = "input_ids" if "input_ids" in table.column_names else "chosen_input_ids"
     lab_col = ids_col.replace("input_ids", "labels")
     lengths = pc.list_value_length(table.column(ids_col)).to_numpy(zero_copy_only=False)
+    if lab_col not in table.column_names:  # grpo prompts: the model writes what is trained
+        return lengths.astype(np.int64), np.zeros(len(lengths), np.int64)
     trained = [_trained(chunk) for chunk in table.column(lab_col).chunks]
     return lengths.astype(np.int64), np.concatenate(trained) if trained else np.zeros(0, np.int64)
 

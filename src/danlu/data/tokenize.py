@@ -23,6 +23,7 @@ from danlu.data.types import Conversation
 EncoderFactory = Callable[[Any, Any, str], Callable[[Conversation], Any]]
 BATCH = 512
 _encoder: Callable[[Conversation], Any] | None = None  # the worker's own encoder
+_kind = "plain"  # its stage's column layout
 
 
 @dataclass
@@ -37,33 +38,54 @@ class TokStats:
         self.dropped.update(other.dropped)
 
 
-def schema(pairwise: bool):
+LAYOUTS = {
+    "plain": ("input_ids", "labels"),
+    "pairs": ("chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels"),
+    "kto": ("input_ids", "labels", "kto_label"),
+    "grpo": ("input_ids", "prompt", "columns"),
+}
+"""The columns of each stage's Arrow file (plus `source`)."""
+
+
+def layout(stage: str) -> str:
+    return {"rm": "pairs", "dpo": "pairs", "kto": "kto", "grpo": "grpo"}.get(stage, "plain")
+
+
+def schema(kind: str):
     import pyarrow as pa
 
-    ids = pa.list_(pa.int32())
-    cols = ["chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejected_labels"]
-    names = cols if pairwise else ["input_ids", "labels"]
-    return pa.schema([*[(n, ids) for n in names], ("source", pa.string())])
+    types = {"kto_label": pa.bool_(), "prompt": pa.string(), "columns": pa.string()}
+    fields = [(n, types.get(n, pa.list_(pa.int32()))) for n in LAYOUTS[kind]]
+    return pa.schema([*fields, ("source", pa.string())])
 
 
 def _init(factory: EncoderFactory, tokenizer: Any, args: Any, stage: str) -> None:
-    global _encoder
+    global _encoder, _kind
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # workers are the parallelism
-    _encoder = factory(tokenizer, args, stage)
+    _encoder, _kind = factory(tokenizer, args, stage), layout(stage)
+
+
+def _row(result: Any) -> dict[str, Any]:
+    """A result's columns: pairs fill chosen_* / rejected_*; a kto result adds its label, a
+    grpo prompt its reward-function inputs."""
+    if getattr(result, "chosen", None) is not None:
+        return {f"{side}_{k}": getattr(getattr(result, side), k)
+                for side in ("chosen", "rejected") for k in ("input_ids", "labels")}  # fmt: skip
+    names = ("input_ids", "labels", "prompt", "columns")
+    row = {n: getattr(result, n) for n in names if hasattr(result, n)}
+    if hasattr(result, "label"):
+        row["kto_label"] = result.label
+    return row
 
 
 def _encode_batch(batch: list[Conversation]) -> tuple[Any, TokStats]:
-    """One batch -> (Arrow RecordBatch of the kept samples, counts). Runs in a worker.
-
-    A pairwise result (with `.chosen` / `.rejected` EncodeResults) fills the chosen_* and
-    rejected_* columns; any other fills input_ids / labels.
-    """
+    """One batch -> (Arrow RecordBatch of the kept samples, counts). Runs in a worker."""
     import pyarrow as pa
 
     assert _encoder is not None
     stats = TokStats()
-    pairwise = batch[0].chosen is not None
-    rows: dict[str, list] = {name: [] for name in schema(pairwise).names}
+    kind = _kind
+    rows: dict[str, list] = {name: [] for name in schema(kind).names}
     for conv in batch:
         result = _encoder(conv)
         if result.dropped:
@@ -71,16 +93,14 @@ def _encode_batch(batch: list[Conversation]) -> tuple[Any, TokStats]:
             continue
         stats.kept += 1
         stats.truncated += bool(result.truncated)
-        parts = (
-            [("chosen_", result.chosen), ("rejected_", result.rejected)]
-            if pairwise
-            else [("", result)]
-        )
-        for prefix, r in parts:
-            rows[f"{prefix}input_ids"].append(r.input_ids)
-            rows[f"{prefix}labels"].append(r.labels)
+        row = _row(result)
+        if getattr(result, "chosen", None) is not None:
+            kind = "pairs"  # a custom encoder's pairs, whatever the stage says
+        for name, value in row.items():
+            rows.setdefault(name, []).append(value)
         rows["source"].append(conv.source)
-    return pa.RecordBatch.from_pydict(rows, schema=schema(pairwise)), stats
+    names = schema(kind).names
+    return pa.RecordBatch.from_pydict({n: rows[n] for n in names}, schema=schema(kind)), stats
 
 
 def batches(convs: Iterable[Conversation], size: int = BATCH) -> Iterator[list[Conversation]]:
@@ -120,8 +140,8 @@ def tokenize_to_arrow(
     finally:
         if writer is not None:
             writer.close()
-    if writer is None:  # no input at all: an empty file with the sft schema keeps loaders happy
-        with pa.ipc.new_stream(str(out), schema(False)):
+    if writer is None:  # no input at all: an empty file with the stage's schema keeps loaders happy
+        with pa.ipc.new_stream(str(out), schema(layout(stage))):
             pass
     return total
 

@@ -23,6 +23,9 @@ HEADLINE: list[tuple[str, str, str, bool]] = [
     ("multiple_choice", "accuracy_macro", "accuracy (macro) %", True),
     ("perplexity", "perplexity", "perplexity", False),
     ("perplexity", "loss", "loss", False),
+    ("preference", "accuracy", "pair accuracy %", True),
+    ("preference", "logp_accuracy", "log-prob pair accuracy %", True),
+    ("preference", "avg_logp_accuracy", "avg log-prob pair accuracy %", True),
 ]
 
 
@@ -50,6 +53,9 @@ def new_report(cfg: Any, tasks: list[str], targets: list[Any], inputs: Any) -> d
         if task == "generation":
             entry.update(data=data, records=inputs.conv_stats, metric_style=cfg.metric_style,
                          decoding=_decoding(cfg), template=cfg.template)  # fmt: skip
+        elif task == "preference":
+            entry.update(data=data, records=inputs.conv_stats, template=cfg.template,
+                         cutoff_len=cfg.cutoff_len)  # fmt: skip
         elif task == "perplexity":
             entry.update(
                 data=data,
@@ -167,11 +173,10 @@ def _task_section(task: str, entry: dict[str, Any], names: list[str]) -> str:
         lines.append(_table(rows) + "\n")
     else:
         lines.append("data: " + ", ".join(f"`{d}`" for d in entry["data"]) + "\n")
-        keys = (
-            ["samples", "truncated_prompts", "dropped"]
-            if task == "generation"
-            else ["samples", "tokens", "truncated", "dropped"]
-        )
+        keys = {
+            "generation": ["samples", "truncated_prompts", "dropped"],
+            "preference": ["pairs", "scorer", "margin", "dropped"],
+        }.get(task, ["samples", "tokens", "truncated", "dropped"])
         rows = [["", *names]] + [
             [k, *(str(results.get(n, {}).get(k, "-")) for n in names)] for k in [*keys, "seconds"]
         ]
@@ -194,7 +199,8 @@ def write_chart(report: dict[str, Any], path: Path) -> Path | None:
     except ImportError:
         return None
     names = _models(report)
-    panels = [t for t in ("generation", "multiple_choice", "perplexity") if t in report["tasks"]]
+    panels = [t for t in ("generation", "multiple_choice", "perplexity", "preference")
+              if t in report["tasks"]]  # fmt: skip
     fig = Figure(figsize=(5 * len(panels) + 1, 4), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, task in zip(axes, panels, strict=True):

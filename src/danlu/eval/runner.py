@@ -24,7 +24,7 @@ from typing import Any
 from danlu.eval.models import EvalTarget, resolve_targets
 from danlu.utils.errors import UsageError
 
-TASKS = ("generation", "multiple_choice", "perplexity")
+TASKS = ("generation", "multiple_choice", "perplexity", "preference")
 _log = logging.getLogger("danlu.eval")
 Say = Callable[[str], None]
 
@@ -59,7 +59,7 @@ def read_inputs(cfg: Any, tasks: list[str]) -> Inputs:
     from danlu.eval.samples import read_conversations
 
     out = Inputs()
-    if {"generation", "perplexity"} & set(tasks):
+    if {"generation", "perplexity", "preference"} & set(tasks):
         out.convs, out.conv_stats = read_conversations(
             cfg.eval_data, cfg.on_bad_record, cfg.eval_max_samples
         )
@@ -94,7 +94,7 @@ def evaluate(cfg: Any, log: Say | None = None, quiet: bool = False) -> dict[str,
     report = new_report(cfg, tasks, targets, inputs)
     for target in targets:
         start = time.perf_counter()
-        loaded = load_model(target.model_args)
+        loaded = load_model(target.model_args, head=_head(target, tasks))
         say(f"eval: {target.name}: loaded in {time.perf_counter() - start:.1f}s")
         for task in tasks:
             result = _run_task(task, loaded, cfg, inputs, out / target.slug / task, quiet)
@@ -108,6 +108,20 @@ def evaluate(cfg: Any, log: Say | None = None, quiet: bool = False) -> dict[str,
     written = write_report(report, out)
     say(f"eval: report written to {', '.join(str(p) for p in written)}")
     return report
+
+
+def _head(target: EvalTarget, tasks: list[str]) -> str:
+    """A reward model (stage rm's result) loads with its score head, for `preference` only."""
+    from danlu.eval.preference import reward_model_files
+
+    if not reward_model_files(target.model_args):
+        return "causal"
+    if tasks != ["preference"]:
+        raise UsageError(
+            f"eval: {target.name} is a reward model: it scores pairs (eval_task: [preference]) "
+            "but does not generate text or have a perplexity"
+        )
+    return "score"
 
 
 def _free_memory() -> None:
@@ -124,6 +138,9 @@ def _headline(task: str, r: dict[str, Any]) -> str:
         return ", ".join(f"{k} {r[k]:.2f}" for k in ("bleu-4", "rouge-1", "rouge-2", "rouge-l"))
     if task == "multiple_choice":
         return f"accuracy {r['accuracy_micro']:.2f} (macro {r['accuracy_macro']:.2f}) on {r['total']} questions"
+    if task == "preference":
+        shown = [f"{k} {r[k]:.1f}" for k in ("accuracy", "logp_accuracy") if k in r]
+        return f"{', '.join(shown)} on {r['pairs']} pairs ({r['scorer']})"
     return f"loss {r['loss']:.4f}, perplexity {r['perplexity']:.3f} on {r['tokens']} tokens"
 
 
@@ -134,6 +151,7 @@ def _run_task(
         "generation": _generation,
         "multiple_choice": _multiple_choice,
         "perplexity": _perplexity,
+        "preference": _preference,
     }[task]
     start = time.perf_counter()
     result, rows = runner(loaded, cfg, inputs, quiet)
@@ -228,6 +246,12 @@ def _perplexity(loaded: Any, cfg: Any, inputs: Inputs, quiet: bool) -> tuple[dic
     result = {"loss": stats.loss, "perplexity": stats.perplexity, "tokens": stats.tokens,
               "samples": stats.samples, "truncated": enc.truncated, "dropped": dict(enc.dropped)}  # fmt: skip
     return result, rows
+
+
+def _preference(loaded: Any, cfg: Any, inputs: Inputs, quiet: bool) -> tuple[dict, list[dict]]:
+    from danlu.eval.preference import run
+
+    return run(loaded, cfg, inputs.convs, quiet)
 
 
 def compare(

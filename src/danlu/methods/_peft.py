@@ -67,10 +67,13 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def task_type() -> Any:
+def task_type(model: Any) -> Any:
+    """SEQ_CLS for a reward model (peft then also trains and saves its new `score` head),
+    CAUSAL_LM otherwise."""
     from peft import TaskType
 
-    return TaskType.CAUSAL_LM
+    name = type(model).__name__
+    return TaskType.SEQ_CLS if name.endswith("ForSequenceClassification") else TaskType.CAUSAL_LM
 
 
 def hidden_size(model: Any) -> int:

@@ -34,7 +34,7 @@ def prepare(model: Any, params: AdaLoraArgs, ctx: MethodContext) -> Any:
         )
     lora = ctx.lora
     config = AdaLoraConfig(
-        task_type=_peft.task_type(),
+        task_type=_peft.task_type(model),
         init_r=params.adalora_init_r,
         target_r=params.adalora_target_r,
         tinit=params.adalora_tinit,

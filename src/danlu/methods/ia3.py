@@ -15,7 +15,7 @@ def prepare(model: Any, params: IA3Args, ctx: MethodContext) -> Any:
 
     targets = list(params.ia3_target) or None
     config = IA3Config(
-        task_type=_peft.task_type(),
+        task_type=_peft.task_type(model),
         target_modules=targets,
         # With explicit targets, peft's per-architecture feed-forward default may name modules
         # that are not targeted, so pass the user's (possibly empty) list instead.

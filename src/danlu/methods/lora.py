@@ -9,12 +9,12 @@ from danlu.methods import _peft
 from danlu.methods.registry import MethodContext, register
 
 
-def lora_config(params: LoraArgs) -> Any:
-    """peft LoraConfig of the `lora` section (qlora reuses it)."""
+def lora_config(params: LoraArgs, model: Any) -> Any:
+    """peft LoraConfig of the `lora` section for `model` (qlora reuses it)."""
     from peft import LoraConfig
 
     return LoraConfig(
-        task_type=_peft.task_type(),
+        task_type=_peft.task_type(model),
         r=params.lora_rank,
         lora_alpha=params.lora_alpha if params.lora_alpha is not None else 2 * params.lora_rank,
         lora_dropout=params.lora_dropout,
@@ -32,4 +32,4 @@ def target_modules(names: list[str]) -> str | list[str]:
 
 @register("lora", "lora")
 def prepare(model: Any, params: LoraArgs, ctx: MethodContext) -> Any:
-    return _peft.wrap(model, lora_config(params), ctx, "lora")
+    return _peft.wrap(model, lora_config(params, model), ctx, "lora")

@@ -27,7 +27,7 @@ def prepare(model: Any, params: PromptLearningArgs, ctx: MethodContext) -> Any:
     from peft import PrefixTuningConfig
 
     config = PrefixTuningConfig(
-        task_type=_peft.task_type(),
+        task_type=_peft.task_type(model),
         num_virtual_tokens=params.pre_seq_len,
         prefix_projection=params.prefix_projection,
         encoder_hidden_size=params.prompt_encoder_hidden_size or _peft.hidden_size(model),

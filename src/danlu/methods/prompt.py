@@ -15,7 +15,7 @@ def prepare(model: Any, params: PromptLearningArgs, ctx: MethodContext) -> Any:
 
     text = params.prompt_init_text
     config = PromptTuningConfig(
-        task_type=_peft.task_type(),
+        task_type=_peft.task_type(model),
         num_virtual_tokens=params.pre_seq_len,
         prompt_tuning_init=PromptTuningInit.TEXT if text else PromptTuningInit.RANDOM,
         prompt_tuning_init_text=text,

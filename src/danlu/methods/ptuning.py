@@ -18,7 +18,7 @@ def prepare(model: Any, params: PromptLearningArgs, ctx: MethodContext) -> Any:
         "lstm": PromptEncoderReparameterizationType.LSTM,
     }[params.prompt_encoder_type]
     config = PromptEncoderConfig(
-        task_type=_peft.task_type(),
+        task_type=_peft.task_type(model),
         num_virtual_tokens=params.pre_seq_len,
         encoder_reparameterization_type=kind,
         encoder_hidden_size=params.prompt_encoder_hidden_size or _peft.hidden_size(model),

@@ -36,7 +36,7 @@ def prepare(model: Any, params: LoraArgs, ctx: MethodContext) -> Any:
 
         # The engine decides on gradient checkpointing; here only freeze + fp32 norms.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    return _peft.wrap(model, lora_config(params), ctx, "qlora")
+    return _peft.wrap(model, lora_config(params, model), ctx, "qlora")
 
 
 def _bnb_layers(model: Any) -> list[Any]:

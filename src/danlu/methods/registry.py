@@ -109,11 +109,22 @@ def apply(method: Method, model: Any, params: Any, ctx: MethodContext) -> Any:
             f"or unset quantization_bit"
         )
     model = method.prepare(model, params, ctx)
+    _train_new_head(model)
     names = frozenset(n for n, p in model.named_parameters() if p.requires_grad)
     if not names:
         raise UsageError(f"method '{method.name}' left no parameter to train; check its settings")
     object.__setattr__(model, _TRAINABLE_ATTR, names)
     return model
+
+
+def _train_new_head(model: Any) -> None:
+    """A reward model's `score` head is new (random): it trains under every method. (PEFT
+    methods already do so: their SEQ_CLS task saves the head with the adapter.)"""
+    if not type(model).__name__.endswith("ForSequenceClassification"):
+        return
+    head = getattr(model, "score", None) or getattr(model, "classifier", None)
+    for p in head.parameters() if head is not None else ():
+        p.requires_grad_(True)
 
 
 def trainable_names(model: Any) -> frozenset[str]:

@@ -36,9 +36,14 @@ def load_tokenizer(spec: str | Path, trust_remote_code: bool = False) -> Any:
     return tok
 
 
-def load_model(args: ModelArgs | None = None, for_training: bool = False) -> Loaded:
-    """Load `args.model` (+ adapter) with the dtype/device/attention/quantisation asked for."""
-    from transformers import AutoModelForCausalLM
+def load_model(
+    args: ModelArgs | None = None, for_training: bool = False, head: str = "causal"
+) -> Loaded:
+    """Load `args.model` (+ adapter) with the dtype/device/attention/quantisation asked for.
+
+    `head="score"` loads it as a one-label sequence classifier (a reward model: the base plus a
+    new `score` head; a stage-rm result loads as itself)."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     args = args or ModelArgs()
     configure_threads(args.threads)
@@ -55,10 +60,15 @@ def load_model(args: ModelArgs | None = None, for_training: bool = False) -> Loa
         kwargs["quantization_config"] = _bnb_config(args, kwargs["dtype"])
     if args.device_map:
         kwargs["device_map"] = args.device_map
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if head == "score":
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **kwargs)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if not args.device_map and args.quantization_bit is None:
         model.to(device)
     tokenizer = load_tokenizer(_tokenizer_home(path, args.adapter), args.trust_remote_code)
+    if head == "score":  # batches are padded: the head reads the last token that is not padding
+        model.config.pad_token_id = tokenizer.pad_token_id
     if args.adapter:
         match_vocabulary(model, tokenizer)
         model = _attach_adapter(model, args, for_training)

@@ -63,10 +63,16 @@ def estimate(arch: Arch, s: Setup) -> Estimate:
         "logits_loss": a.loss,
         "optimizer_step_temp": temp,
         "zero3_buffers": _zero3_buffers(arch, s),
+        "reference_model": _reference(arch, s),
+        # grpo samples before the training forward: its cache is live while activations are not
+        "generation_kv_cache": act.kv_cache_bytes(arch, s) if s.generates else 0.0,
         "overhead": s.framework_overhead,
     }
     static = st.weights + st.master + st.optimizer + comp["zero3_buffers"] + comp["overhead"]
-    peak = static + max(a.layers + a.loss + live_grads, st.gradients + temp)
+    static += comp["reference_model"]
+    peak = static + max(
+        a.layers + a.loss + live_grads, st.gradients + temp, comp["generation_kv_cache"]
+    )
     return Estimate(
         model=arch.name,
         params=arch.total_params(),
@@ -120,8 +126,19 @@ def _comm(trainable: int, s: Setup) -> float:
     return zero_comm_bytes(trainable, s.zero, DTYPE_BYTES[s.gradient_dtype]) / (s.tp * s.pp)
 
 
+def _reference(arch: Arch, s: Setup) -> float:
+    """The frozen reference copy (dpo/kto/grpo, full/freeze): the whole model again in its load dtype, never sharded."""
+    return arch.total_params() * DTYPE_BYTES[s.base_weights] if s.reference_copy else 0.0
+
+
 def _notes(s: Setup) -> list[str]:
     notes = []
+    if s.reference_copy:
+        notes.append(
+            "reference: a frozen copy of the model (dpo: precompute_ref_log_probs avoids it)"
+        )
+    if s.generates:
+        notes.append("grpo: micro_batch = prompts x num_generations answers, sampled each step")
     if s.device == "cpu":
         notes.append("cpu: no CUDA context; peak RSS also counts allocator slack")
     if s.grad_ckpt:

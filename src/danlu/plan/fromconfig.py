@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from danlu.config.stages import REFERENCE_FREE
 from danlu.plan.setup import Setup
 
 # deepspeed preset -> (zero stage, optimizer offload, parameter offload)
@@ -33,13 +34,27 @@ def setup_from_config(cfg: Any) -> tuple[str, dict[str, Any]]:
         "freeze_layers": cfg.freeze_trainable_layers,
         "weights": weights,
         "optimizer": _OPTIM.get(cfg.optim, "adamw"),
-        "micro_batch": cfg.per_device_train_batch_size,
-        "seq_len": cfg.cutoff_len,
+        "micro_batch": cfg.per_device_train_batch_size * _rows_per_sample(cfg),
+        "seq_len": cfg.cutoff_len + (cfg.max_completion_length if cfg.stage == "grpo" else 0),
         "grad_ckpt": cfg.gradient_checkpointing,
         "accumulation": cfg.gradient_accumulation_steps,
     }
+    fields["reference_copy"] = method in ("full", "freeze") and _has_reference(cfg)
+    fields["generates"] = cfg.stage == "grpo"
     fields.update(_sharding(cfg))
     return cfg.model, fields
+
+
+def _rows_per_sample(cfg: Any) -> int:
+    """Rows one sample puts through the forward: a pair's two answers (rm, dpo), a kto answer
+    and its mismatched row, a grpo prompt's num_generations answers."""
+    return {"rm": 2, "dpo": 2, "kto": 2, "grpo": cfg.num_generations}.get(cfg.stage, 1)
+
+
+def _has_reference(cfg: Any) -> bool:
+    if cfg.stage == "dpo":
+        return cfg.pref_loss not in REFERENCE_FREE and not cfg.precompute_ref_log_probs
+    return cfg.stage == "kto" or (cfg.stage == "grpo" and cfg.pref_beta > 0)
 
 
 def _sharding(cfg: Any) -> dict[str, Any]:

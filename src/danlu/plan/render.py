@@ -22,6 +22,8 @@ LABELS = {
     "logits_loss": "logits + loss (B·S·V)",
     "optimizer_step_temp": "optimizer step temporaries",
     "zero3_buffers": "ZeRO-3 gathered blocks",
+    "reference_model": "reference (frozen copy)",
+    "generation_kv_cache": "KV cache (grpo sampling)",
     "kv_cache": "KV cache",
     "overhead": "framework (CUDA context)",
 }

@@ -79,6 +79,10 @@ class Setup:
     """Mixed-precision autocast (HF Trainer bf16/fp16); None = on for cuda, off for cpu."""
     overhead: float | None = None
     """Framework bytes outside tensors; None = CUDA_CONTEXT on cuda, 0 on cpu."""
+    reference_copy: bool = False
+    """A frozen copy of the model as the preference reference (dpo/kto/grpo with full/freeze)."""
+    generates: bool = False
+    """grpo: each step first samples micro_batch answers of seq_len tokens (a KV cache)."""
 
     def with_(self, **changes: object) -> Setup:
         return replace(self, **changes)

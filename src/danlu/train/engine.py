@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from danlu.config import Config, save_config
-from danlu.data.collate import Collator
-from danlu.data.pack import PackCollator, pack_dataset, token_lengths, with_lengths
+from danlu.data.collate import Collator, KtoCollator, PairCollator, PromptCollator
+from danlu.data.pack import PackCollator, pack_dataset, with_lengths
 from danlu.methods import registry
 from danlu.models.device import pick_device
 from danlu.models.load import load_model
@@ -26,18 +26,25 @@ from danlu.models.vocab import extend_vocabulary, read_new_tokens
 from danlu.train.args import dist_strategy, training_arguments
 from danlu.train.checkpoint import check_resumable
 from danlu.train.dsconfig import deepspeed_config
-from danlu.train.flops import cpu_peak_flops, flops_model, gpu_peak_flops
 from danlu.train.fsdp import check_method, shard
 from danlu.train.inputs import check_inputs
 from danlu.train.launch import nccl_env
 from danlu.train.memcheck import is_oom, oom_message, preflight
-from danlu.train.metrics import ThroughputMeter
+from danlu.train.meter import build_meter
 from danlu.train.rundir import check_run_dir, prepare_run_dir, save_final
+from danlu.train.stages import (
+    MIXINS,
+    Stage,
+    frozen_copy,
+    get_stage,
+    precompute_reference,
+    reference_kind,
+    stage_setup,
+)
 from danlu.train.trainer import build_trainer
 from danlu.utils.dist import barrier, broadcast_object, is_main, local_world_size, world_size
 from danlu.utils.errors import RuntimeFailure, UsageError
 from danlu.utils.fs import publish
-from danlu.utils.system import danlu_home
 
 Log = Callable[[str], None]
 
@@ -63,22 +70,32 @@ def train(cfg: Config, log: Log = print) -> TrainResult:
     checks and writes the run directory and tokenises the data into the cache (the other ranks
     wait, then read the cache: no rank holds a second copy of the corpus), every rank trains.
     """
-    if cfg.stage not in ("pt", "sft"):
-        raise UsageError(
-            f"stage '{cfg.stage}': only pt and sft train in this version (rm/dpo next)"
-        )
+    stage = get_stage(cfg.stage)
     job = _start(cfg, log if is_main() else _quiet)
     cfg, log = job.cfg, job.log
-    loaded = load_model(_model_args(cfg, job.strategy), for_training=True)
+    loaded = load_model(_model_args(cfg, job.strategy), for_training=True, head=stage.head)
     model, tokenizer = loaded.model, loaded.tokenizer
     _add_tokens(cfg, model, tokenizer, log)
     with job.args.main_process_first(local=False, desc="tokenise data"):
         train_ds, eval_ds, report = _data(cfg, tokenizer, log)
+    reference = reference_kind(cfg, registry.get_method(cfg.method).is_adapter)
+    ref_model = frozen_copy(model) if reference == "copy" else None  # before any training
     model = _prepare_method(cfg, model, len(train_ds), log)
+    if reference == "precomputed":
+        train_ds, eval_ds = _precompute(cfg, model, tokenizer, train_ds, eval_ds, log)
     if job.strategy == "fsdp":
         model = _shard(cfg, model, job.args.device.type, log)
     _commit_run_dir(job, report)
-    trainer = _trainer(cfg, model, tokenizer, train_ds, eval_ds, job.run_dir, job.args)
+    trainer = _trainer(
+        cfg,
+        model,
+        tokenizer,
+        train_ds,
+        eval_ds,
+        job.run_dir,
+        job.args,
+        (stage, reference, ref_model),
+    )
     if job.resume is not None:
         log(f"resume: from {job.resume}")
     output = _run(trainer, cfg, job.resume)
@@ -121,6 +138,7 @@ def _start(cfg: Config, log: Log) -> _Job:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # found no GPU, in every CPU run
     if is_main():  # reads only: nothing is written into output_dir before every check passed
         check_inputs(cfg)
+    _warn_slow_bf16(cfg, device, log)
     cfg = preflight(cfg, device, log)
     # TrainingArguments start the process group, and (ZeRO-3) make from_pretrained shard at load.
     ds_config = _deepspeed(cfg, run_dir)
@@ -134,6 +152,18 @@ def _start(cfg: Config, log: Log) -> _Job:
     if strategy == "deepspeed":
         _init_deepspeed(args.ddp_backend)
     return _Job(cfg, log, strategy, run_dir, args, resume, ds_config)
+
+
+def _warn_slow_bf16(cfg: Config, device: str, log: Log) -> None:
+    """bf16 autocast on a CPU without bf16 instructions emulates every matmul (measured here on
+    an AMD EPYC without AVX512-BF16: 0.8 GFLOP/s against 180 in float32): say so, once."""
+    from danlu.utils.envinfo import cpu_bf16
+
+    if cfg.bf16 and device == "cpu" and not cpu_bf16():
+        log(
+            "warning: bf16: this CPU has no bfloat16 instructions (AVX512-BF16/AMX), so bf16 "
+            "autocast runs far slower than float32 here; set bf16: false"
+        )
 
 
 def _commit_run_dir(job: _Job, report: Any) -> None:
@@ -241,6 +271,18 @@ def _run(trainer: Any, cfg: Config, resume: Path | None) -> Any:
         raise
 
 
+def _precompute(
+    cfg: Config, model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any, log: Log
+) -> tuple[Any, Any]:
+    """dpo with precompute_ref_log_probs: the reference's log-probs, once, before training."""
+    collate, size = _collator(cfg, model, tokenizer, "pairs"), cfg.per_device_eval_batch_size
+    train_ds = precompute_reference(model, train_ds, collate, size)
+    if eval_ds is not None:
+        eval_ds = precompute_reference(model, eval_ds, collate, size)
+    log(f"reference: log-probabilities of {len(train_ds)} pairs computed; no reference model kept")
+    return train_ds, eval_ds
+
+
 def _seed(seed: int) -> None:
     # Before the method builds its adapter: LoRA/prefix/prompt weights are drawn at random, and
     # Trainer only seeds later; without this, the same config gives different runs per process.
@@ -286,14 +328,19 @@ def _total_steps(cfg: Config, rows: int, world: int = 1) -> int:
 
 
 def _trainer(
-    cfg: Config, model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any, run_dir: Path, args: Any
-) -> Any:
+    cfg: Config, model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any, run_dir: Path, args: Any,
+    staged: tuple[Stage, str, Any],
+) -> Any:  # fmt: skip
     if cfg.eval_steps is not None and eval_ds is None:
         raise UsageError("eval_steps: there is no held-out data; set val_size (e.g. 0.05)")
     method = registry.get_method(cfg.method)
+    stage, reference, ref_model = staged
+    setup = stage_setup(cfg, reference, ref_model, tokenizer)
     return build_trainer(
+        stage_loss=MIXINS[stage.loss] if stage.loss else None,
+        stage_setup=setup,
         run_dir=run_dir,
-        meter=_meter(cfg, model, train_ds, args.device.type),
+        meter=build_meter(cfg, model, train_ds, args.device.type, reference),
         keep=cfg.save_total_limit,
         on_step=method.on_step,
         is_adapter=method.is_adapter,
@@ -302,13 +349,15 @@ def _trainer(
         args=args,
         train_dataset=train_ds,
         eval_dataset=eval_ds,
-        data_collator=_collator(cfg, model, tokenizer),
+        data_collator=_collator(cfg, model, tokenizer, stage.batches),
         processing_class=tokenizer,
     )
 
 
-def _collator(cfg: Config, model: Any, tokenizer: Any) -> Any:
+def _collator(cfg: Config, model: Any, tokenizer: Any, batches: str = "plain") -> Any:
     # Multiples of 8 keep tensor-core (and AMX tile) shapes aligned on GPUs and CPUs alike.
+    if batches in STAGE_COLLATORS:
+        return STAGE_COLLATORS[batches](tokenizer.pad_token_id, pad_to_multiple_of=8)
     if cfg.packing:
         mask = cfg.packing_mask
         if mask == "auto":
@@ -318,28 +367,4 @@ def _collator(cfg: Config, model: Any, tokenizer: Any) -> Any:
     return Collator(tokenizer.pad_token_id, pad_to_multiple_of=8)
 
 
-def _meter(cfg: Config, model: Any, train_ds: Any, device: str) -> ThroughputMeter:
-    """tokens/s and MFU: model FLOPs per token at the data's mean sample length over the peak."""
-    per_token = flops_model(model).per_token(_mean_sample_len(train_ds))
-    return ThroughputMeter(flops_per_token=per_token, peak_flops=_peak(cfg, device))
-
-
-def _mean_sample_len(ds: Any) -> int:
-    import pyarrow.compute as pc
-
-    if "lengths" in ds.column_names:  # packed: attention spans one sample, not the whole row
-        lengths = pc.list_flatten(ds.with_format("arrow")["lengths"])
-    else:
-        lengths = token_lengths(ds)
-    return max(round(pc.mean(lengths).as_py() or 1), 1)
-
-
-def _peak(cfg: Config, device: str) -> float | None:
-    if device == "cuda":
-        import torch
-
-        return gpu_peak_flops(torch.cuda.get_device_name()) if (cfg.bf16 or cfg.fp16) else None
-    if device == "cpu":
-        dtype = "bfloat16" if cfg.bf16 else "float32"
-        return cpu_peak_flops(dtype, cache_file=danlu_home() / "cpu_peak_flops.json")
-    return None
+STAGE_COLLATORS = {"pairs": PairCollator, "kto": KtoCollator, "grpo": PromptCollator}

@@ -54,6 +54,10 @@ class FlopsModel:
         attention = 12 * self.layers * self.hidden * seq_len
         return float(linear + attention)
 
+    def forward(self, seq_len: int) -> float:
+        """FLOPs of one forward-only token (a reference model's, or a sampled one's)."""
+        return float(2 * self.params + 4 * self.layers * self.hidden * seq_len)
+
 
 def flops_model(model: Any) -> FlopsModel:
     """Count matmul weights (excluding the input embedding lookup) and trainable ones."""

@@ -29,3 +29,21 @@ def check_inputs(cfg: Any) -> None:
     if cfg.hostfile:
         read_hostfile(cfg.hostfile)
     checked_model(cfg.section("model"))
+    if cfg.stage == "grpo":
+        _check_rewards(cfg)
+
+
+def _check_rewards(cfg: Any) -> None:
+    """grpo: every reward function imports (user files run now, in a second, not at step 1),
+    and every `rm:PATH` is a model danlu can load as a reward model."""
+    from danlu.train.grpo_setup import reward_model_args
+    from danlu.train.rewards import load_rewards
+
+    load_rewards(cfg.reward_funcs, cfg.max_completion_length)
+    if cfg.use_vllm:
+        from danlu.train.grpo_vllm import check_vllm
+
+        check_vllm(cfg.method)
+    for spec in cfg.reward_funcs:
+        if spec.startswith("rm:"):
+            checked_model(reward_model_args(cfg, spec[3:]))

@@ -21,6 +21,7 @@ whole optimiser step) is transformers' own `num_items_in_batch` path; a test che
 
 from __future__ import annotations
 
+import functools
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -50,11 +51,16 @@ def build_trainer(
     on_step: StepHook | None = None,
     is_adapter: bool = False,
     hybrid_shard: bool = False,
+    stage_loss: type | None = None,
+    stage_setup: tuple = (),
     **trainer_kwargs: Any,
 ) -> Any:
-    """A `DanluTrainer` (created lazily so importing danlu.train stays light)."""
-    cls = _trainer_class()
+    """A `DanluTrainer` (created lazily so importing danlu.train stays light); `stage_loss` is
+    the stage's loss mixin (train/stages.py), set up with `stage_setup`."""
+    cls = _trainer_class(stage_loss)
     trainer = cls(**trainer_kwargs)
+    if stage_loss is not None:
+        trainer.stage_setup(*stage_setup)
     trainer.danlu_setup(run_dir, meter, keep)
     trainer.fsdp2_setup(is_adapter, hybrid_shard)
     if on_step is not None:
@@ -62,10 +68,13 @@ def build_trainer(
     return trainer
 
 
-def _trainer_class() -> type:
+@functools.cache
+def _trainer_class(stage_loss: type | None = None) -> type:
     from transformers import Trainer
 
-    class DanluTrainer(Fsdp2Checkpoints, Trainer):
+    bases = (stage_loss,) if stage_loss is not None else ()
+
+    class DanluTrainer(*bases, Fsdp2Checkpoints, Trainer):  # type: ignore[misc]
         def danlu_setup(self, run_dir: Path, meter: ThroughputMeter, keep: int | None) -> None:
             self.run_dir, self.meter, self.keep = Path(run_dir), meter, keep
             self.metrics = MetricsFile(self.run_dir / "metrics.jsonl")
@@ -140,6 +149,8 @@ def _trainer_class() -> type:
         def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
             if "loss" in logs:  # before super().log: the progress bar and TensorBoard show them too
                 logs.update(self._live())
+                if hasattr(self, "stage_metrics"):  # rm/dpo: rewards/*, logps/*
+                    logs.update(self.stage_metrics())
             super().log(logs, start_time)
             if self.args.should_save and ("loss" in logs or "eval_loss" in logs):
                 self.metrics.write(self._record(logs))
@@ -190,7 +201,9 @@ def count_tokens(inputs: dict) -> tuple[int, int]:
     loss is averaged over.
     """
     mask = inputs.get("attention_mask")
-    ids = inputs["input_ids"]
+    ids = inputs.get("input_ids")
+    if ids is None:  # grpo's prompts: its loss counts the generated sequences itself
+        return 0, 0
     # A 4D block-diagonal mask (packing) cannot be summed for a token count: use position ids.
     tokens = int(mask.sum()) if mask is not None and mask.dim() == 2 else int(ids.numel())
     labels = inputs.get("labels")

@@ -41,7 +41,7 @@ def collect() -> dict[str, Any]:
             "model": cpu_model(),
             "cores_usable": available_cpus(),
             "torch_threads": torch.get_num_threads(),
-            "bf16_instructions": _cpu_bf16(),
+            "bf16_instructions": cpu_bf16(),
         },
         "ram_gib": round(total_ram_bytes() / 2**30, 1),
         "gpus": _gpus(),
@@ -68,7 +68,7 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def _cpu_bf16() -> bool:
+def cpu_bf16() -> bool:
     """AVX512-BF16 or AMX-BF16: where bf16 autocast makes CPU matmuls faster than fp32."""
     try:
         flags = Path("/proc/cpuinfo").read_text()

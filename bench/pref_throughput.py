@@ -1,0 +1,251 @@
+"""DPO throughput: danlu vs a plain TRL DPOTrainer + PEFT script vs LLaMA-Factory, one run.
+
+    python bench/pref_throughput.py [--steps 15] [--batch 4] [--cutoff 512] [--peers trl llamafactory]
+
+Same model (the embedded SmolLM2-135M-Instruct, as its converted HF folder), same pairs
+(../shared/data/dpo_en_demo.json, else examples/data/tea_pairs.jsonl), same LoRA (r=8,
+alpha=16, every linear layer), beta 0.1, sigmoid loss, learning rate, batch, cutoff and
+number of optimiser steps, fp32 on the CPU. Each side runs in its own process (peak RSS is its
+own); printed per side: pairs/s over the training loop (the side's own train_runtime), peak
+RSS, and the loss at step 1, which must be ln 2 = 0.6931 for all three (the policy starts as its
+own reference): a check that the three compute the same objective.
+
+Peers live in their own venvs, never danlu's:
+  python3 -m venv bench/.venv-trl && bench/.venv-trl/bin/pip install torch==2.13.0 \\
+      && bench/.venv-trl/bin/pip install trl peft          # TRL's DPOTrainer (plain script)
+  bench/.venv-llamafactory: see bench/train_throughput.py (llamafactory==0.9.5)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data" / "dpo_en_demo.json"
+LORA = {"r": 8, "alpha": 16}
+TRL_VENV = ROOT / "bench" / ".venv-trl"
+LF_VENV = ROOT / "bench" / ".venv-llamafactory"
+
+
+def pairs_file() -> Path:
+    return SHARED if SHARED.is_file() else ROOT / "examples" / "data" / "tea_pairs.jsonl"
+
+
+def read_pairs(path: Path) -> list[dict]:
+    """Pairs as TRL's conversational records: prompt messages, chosen/rejected answers."""
+    text = path.read_text(encoding="utf-8")
+    rows = (
+        json.loads(text)
+        if text.lstrip().startswith("[")
+        else [json.loads(x) for x in text.splitlines() if x.strip()]
+    )
+    out = []
+    for r in rows:
+        if "conversations" in r:  # sharegpt, the LLaMA-Factory demo files
+            role = {"human": "user", "gpt": "assistant", "system": "system"}
+            prompt = [{"role": role[t["from"]], "content": t["value"]} for t in r["conversations"]]
+            chosen, rejected = r["chosen"]["value"], r["rejected"]["value"]
+        else:
+            prompt = [{"role": "user", "content": r["instruction"]}]
+            chosen, rejected = r["chosen"], r["rejected"]
+        out.append({"prompt": prompt, "chosen": [{"role": "assistant", "content": chosen}],
+                    "rejected": [{"role": "assistant", "content": rejected}]})  # fmt: skip
+    return out
+
+
+# --- sides ---------------------------------------------------------------------------------------
+
+
+DANLU_SCRIPT = r"""
+import json, sys
+from danlu.config import load_config
+from danlu.train.engine import train
+cfg = load_config(None, sys.argv[1:])
+result = train(cfg, log=lambda _: None)
+rows = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+losses = [r["loss"] for r in rows if "loss" in r]
+print("RESULT " + json.dumps({"runtime_s": result.runtime_s, "first_loss": losses[0],
+      "last_loss": losses[-1]}))
+"""
+
+
+def danlu_side(args: argparse.Namespace) -> dict | None:
+    overrides = [
+        "model=smollm2-135m-instruct", f"data=[{pairs_file()}]", "stage=dpo", "method=lora",
+        f"lora_rank={LORA['r']}", f"lora_alpha={LORA['alpha']}", "lora_target=[all-linear]",
+        "pref_beta=0.1", "pref_loss=sigmoid", f"per_device_train_batch_size={args.batch}",
+        f"cutoff_len={args.cutoff}", f"max_steps={args.steps}", f"learning_rate={args.lr}",
+        "logging_steps=1", "save_steps=100000", "report_to=none", "overwrite_output_dir=true",
+        f"output_dir={args.workdir / 'danlu'}", f"seed={args.seed}", "data_cache=false",
+    ]  # fmt: skip
+    return _measured("danlu", [sys.executable, "-c", DANLU_SCRIPT, *overrides])
+
+
+TRL_SCRIPT = r"""
+import json, sys, time, resource
+import torch
+from datasets import Dataset
+from peft import LoraConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+from trl import DPOConfig, DPOTrainer
+
+model_dir, data, out, steps, batch, cutoff, lr, seed, r, alpha = sys.argv[1:]
+torch.manual_seed(int(seed))
+tok = AutoTokenizer.from_pretrained(model_dir)
+model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+rows = json.loads(open(data).read())
+losses = []
+class Log(TrainerCallback):
+    def on_log(self, args, state, control, logs=None, **kw):
+        if logs and "loss" in logs:
+            losses.append(logs["loss"])
+cfg = DPOConfig(output_dir=out, per_device_train_batch_size=int(batch), max_steps=int(steps),
+                learning_rate=float(lr), beta=0.1, loss_type=["sigmoid"], max_length=int(cutoff),
+                logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, seed=int(seed),
+                lr_scheduler_type="cosine", dataset_num_proc=1)
+peft = LoraConfig(r=int(r), lora_alpha=int(alpha), target_modules="all-linear", task_type="CAUSAL_LM")
+trainer = DPOTrainer(model=model, args=cfg, train_dataset=Dataset.from_list(rows),
+                     processing_class=tok, peft_config=peft, callbacks=[Log()])
+result = trainer.train()
+print("RESULT " + json.dumps({"runtime_s": result.metrics["train_runtime"], "first_loss": losses[0],
+      "last_loss": losses[-1]}))
+"""
+
+
+def trl_side(args: argparse.Namespace) -> dict | None:
+    python = TRL_VENV / "bin" / "python"
+    if not python.exists():
+        print(
+            f"peer trl: {python} not found (see this script's docstring to install it)",
+            file=sys.stderr,
+        )
+        return None
+    from danlu.models import resolve_model
+
+    data = args.workdir / "trl-pairs.json"
+    data.write_text(json.dumps(read_pairs(pairs_file())))
+    argv = [str(python), "-c", TRL_SCRIPT, str(resolve_model("smollm2-135m-instruct")), str(data),
+            str(args.workdir / "trl"), str(args.steps), str(args.batch), str(args.cutoff),
+            str(args.lr), str(args.seed), str(LORA["r"]), str(LORA["alpha"])]  # fmt: skip
+    return _measured("trl", argv)
+
+
+def llamafactory_side(args: argparse.Namespace) -> dict | None:
+    cli = LF_VENV / "bin" / "llamafactory-cli"
+    if not cli.exists():
+        print(
+            f"peer llamafactory: {cli} not found (see bench/train_throughput.py)", file=sys.stderr
+        )
+        return None
+    from danlu.models import resolve_model
+
+    folder = args.workdir / "lf-data"
+    folder.mkdir(parents=True, exist_ok=True)
+    data = folder / "pairs.json"
+    data.write_text(json.dumps(_sharegpt(read_pairs(pairs_file()))))
+    info = {"pairs": {"file_name": str(data), "formatting": "sharegpt", "ranking": True,
+                      "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"}}}  # fmt: skip
+    (folder / "dataset_info.json").write_text(json.dumps(info))
+    out = args.workdir / "llamafactory"
+    lines = [
+        f"model_name_or_path: {resolve_model('smollm2-135m-instruct')}", "stage: dpo",
+        "do_train: true", "finetuning_type: lora", f"lora_rank: {LORA['r']}",
+        f"lora_alpha: {LORA['alpha']}", "lora_target: all", "pref_beta: 0.1",
+        "pref_loss: sigmoid", "dataset: pairs", f"dataset_dir: {folder}", "template: smollm2",
+        f"cutoff_len: {args.cutoff}", "overwrite_cache: true", f"output_dir: {out}",
+        "overwrite_output_dir: true", "logging_steps: 1", "save_strategy: 'no'",
+        f"per_device_train_batch_size: {args.batch}", f"learning_rate: {args.lr}",
+        f"max_steps: {args.steps}", "lr_scheduler_type: cosine", "report_to: none",
+        "use_cpu: true", f"seed: {args.seed}",
+    ]  # fmt: skip
+    cfg = args.workdir / "llamafactory-dpo.yaml"
+    cfg.write_text("\n".join(lines) + "\n")
+    measured = _measured("llamafactory", [str(cli), "train", str(cfg)], result_line=False)
+    if measured is None:
+        return None
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    losses = [x["loss"] for x in history if "loss" in x]
+    runtime = [x["train_runtime"] for x in history if "train_runtime" in x][-1]  # the final one
+    return {**measured, "runtime_s": runtime, "first_loss": losses[0], "last_loss": losses[-1]}
+
+
+def _sharegpt(pairs: list[dict]) -> list[dict]:
+    role = {"user": "human", "assistant": "gpt", "system": "system"}
+    return [{"conversations": [{"from": role[m["role"]], "value": m["content"]} for m in p["prompt"]],
+             "chosen": {"from": "gpt", "value": p["chosen"][0]["content"]},
+             "rejected": {"from": "gpt", "value": p["rejected"][0]["content"]}} for p in pairs]  # fmt: skip
+
+
+# A fresh process per side runs it and reports the peak RSS of its children (the side alone).
+WRAP = (
+    "import resource, subprocess, sys; p = subprocess.run(sys.argv[1:]); "
+    "print('RSS_KIB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(p.returncode)"
+)
+
+
+def _measured(name: str, argv: list[str], result_line: bool = True) -> dict | None:
+    """Run one side; its RESULT dict (or {}) plus its peak RSS; None (said why) if it failed."""
+    proc = subprocess.run([sys.executable, "-c", WRAP, *argv], capture_output=True, text=True,
+                          env={**os.environ})  # fmt: skip
+    lines = proc.stdout.splitlines()
+    found = [x for x in lines if x.startswith("RESULT ")]
+    if proc.returncode != 0 or (result_line and not found):
+        print(f"{name} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
+        return None
+    rss = int(next(x for x in lines if x.startswith("RSS_KIB")).split()[1]) / 2**20
+    return {**(json.loads(found[-1][len("RESULT ") :]) if found else {}), "peak_rss_gib": rss}
+
+
+# --- driver ----------------------------------------------------------------------------------------
+
+
+def show(name: str, r: dict, args: argparse.Namespace) -> None:
+    pairs_s = args.steps * args.batch / r["runtime_s"]
+    print(f"{name:<14} {pairs_s:>8.2f} {r['runtime_s']:>9.1f} {r['peak_rss_gib']:>9.2f} "
+          f"{r['first_loss']:>11.4f} {r['last_loss']:>10.4f}")  # fmt: skip
+    r["pairs_per_s"] = pairs_s
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--steps", type=int, default=15)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--cutoff", type=int, default=512)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--workdir", type=Path, default=Path("/tmp/danlu-bench-pref"))
+    p.add_argument(
+        "--peers", nargs="*", default=["trl", "llamafactory"], choices=["trl", "llamafactory"]
+    )
+    args = p.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    print(f"pairs: {pairs_file()}; {args.steps} steps x batch {args.batch}, cutoff {args.cutoff}, "
+          f"LoRA r={LORA['r']} all-linear, sigmoid beta 0.1, fp32; {os.cpu_count()} cpus")  # fmt: skip
+    print(
+        f"{'side':<14} {'pairs/s':>8} {'time s':>9} {'peak GiB':>9} {'loss step1':>11} {'last loss':>10}"
+    )
+    danlu = danlu_side(args)
+    if danlu is None:
+        raise SystemExit(1)
+    results = {"danlu": danlu}
+    show("danlu", danlu, args)
+    sides = {"trl": trl_side, "llamafactory": llamafactory_side}
+    for name in args.peers:
+        if (r := sides[name](args)) is not None:
+            results[name] = r
+            show(name, r, args)
+    for name in args.peers:
+        if name in results:
+            ratio = results["danlu"]["pairs_per_s"] / results[name]["pairs_per_s"]
+            print(f"ratio danlu / {name} (pairs/s): {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
