@@ -29,12 +29,16 @@ COMMON = ["model=smollm2-135m-instruct", "method=lora", "lora_rank=8", "lora_tar
           "bf16=false", "seed=42"]  # fmt: skip
 
 
-def split_pairs(work: Path) -> tuple[Path, Path, Path]:
-    """(train pairs, held-out pairs, train answers unpaired for kto), as jsonl."""
+CUTOFF = [512]  # set from --cutoff
+
+
+def split_pairs(work: Path, per_language: int | None) -> tuple[Path, Path, Path]:
+    """(train pairs, held-out pairs, train answers unpaired for kto), as jsonl; the first
+    `per_language` train pairs of each file when set (CPU time)."""
     train, held = [], []
     for name in ("dpo_en_demo.json", "dpo_zh_demo.json"):
         rows = json.loads((SHARED / name).read_text(encoding="utf-8"))
-        train += [r for i, r in enumerate(rows) if i % 10 != 9]
+        train += [r for i, r in enumerate(rows) if i % 10 != 9][:per_language]
         held += rows[9::10]
     kto = [{"conversations": [*r["conversations"], r[side]], "kto_tag": side == "chosen"}
            for r in train for side in ("chosen", "rejected")]  # fmt: skip
@@ -63,7 +67,7 @@ def preference_accuracy(work: Path, held: Path, name: str, *model: str) -> dict:
 def _eval_args(held: Path, out: Path, model: tuple[str, ...]) -> list[str]:
     config = out.parent / f"{out.name}.yaml"
     config.write_text("eval_task: [preference]\n")
-    return [str(config), "model=smollm2-135m-instruct", f"eval_data=[{held}]", "cutoff_len=512",
+    return [str(config), "model=smollm2-135m-instruct", f"eval_data=[{held}]", f"cutoff_len={CUTOFF[0]}",
             f"eval_output_dir={out}", "bf16=false", *model]  # fmt: skip
 
 
@@ -77,21 +81,29 @@ def train(work: Path, stage: str, data: Path, epochs: float, *extra: str) -> tup
     return out / "final", seconds
 
 
-def show(stage: str, before: dict, after: dict, seconds: float, key: str = "accuracy") -> None:
-    b = before.get(key, before.get("logp_accuracy"))
-    print(f"{stage:<6} held-out {key}: before {b:.1f}%  after {after[key]:.1f}%  "
-          f"({after.get('pairs', after.get('n', '?'))} held out; training {seconds:.0f} s)")  # fmt: skip
+def show(stage: str, before: dict, after: dict, seconds: float) -> None:
+    """Before: the rm's untrained head, or the base's log-prob comparison (a base has no
+    implicit reward); after: the rm's scores, or the policy's implicit reward (and its raw
+    log-prob comparison, for the like-for-like number)."""
+    held = after.get("pairs", after.get("n", "?"))
+    if stage in ("rm", "grpo"):
+        print(f"{stage:<6} held-out accuracy: before {before['accuracy']:.1f}%  after "
+              f"{after['accuracy']:.1f}%  ({held} held out; training {seconds:.0f} s)")  # fmt: skip
+        return
+    print(f"{stage:<6} held-out: implicit-reward accuracy {after['accuracy']:.1f}% (margin "
+          f"{after['margin']:.3f}); log-prob accuracy before {before['logp_accuracy']:.1f}% "
+          f"after {after['logp_accuracy']:.1f}%  ({held} held out; training {seconds:.0f} s)")  # fmt: skip
 
 
 def pairs_stages(args: argparse.Namespace, work: Path) -> None:
-    train_pairs, held, kto = split_pairs(work)
+    train_pairs, held, kto = split_pairs(work, args.train_per_language)
     print(
         f"pairs: {sum(1 for _ in train_pairs.open())} train, {sum(1 for _ in held.open())} held out"
     )
     base = preference_accuracy(work, held, "base")
     print(f"base   held-out: log-prob accuracy {base['logp_accuracy']:.1f}%, "
           f"length-averaged {base.get('avg_logp_accuracy', float('nan')):.1f}%")  # fmt: skip
-    hyper = ["cutoff_len=512", "per_device_train_batch_size=4", "gradient_accumulation_steps=2",
+    hyper = [f"cutoff_len={args.cutoff}", "per_device_train_batch_size=4", "gradient_accumulation_steps=2",
              "learning_rate=1e-4", "lr_scheduler_type=cosine", "warmup_ratio=0.1"]  # fmt: skip
     for stage in args.stages:
         if stage == "grpo":
@@ -108,7 +120,7 @@ def pairs_stages(args: argparse.Namespace, work: Path) -> None:
 def _init_rm(work: Path) -> Path:
     """A reward model after 0 optimiser steps is its random head: train with lr 0."""
     final, _ = train(work, "rm", work / "pairs_train.jsonl", 1, "max_steps=1", "learning_rate=0",
-                     "cutoff_len=512", "per_device_train_batch_size=1")  # fmt: skip
+                     f"cutoff_len={CUTOFF[0]}", "per_device_train_batch_size=1")  # fmt: skip
     init = work / "rm-init"
     subprocess.run(["rm", "-rf", str(init)], check=True)
     final.rename(init)
@@ -153,9 +165,17 @@ def main() -> None:
     )
     p.add_argument("--stages", nargs="*", default=["rm", "dpo", "kto", "grpo"])
     p.add_argument("--epochs", type=float, default=1.0)
+    p.add_argument("--cutoff", type=int, default=512)
+    p.add_argument(
+        "--train-per-language",
+        type=int,
+        default=None,
+        help="train on the first N train pairs of each language (default: all 270)",
+    )
     p.add_argument("--grpo-steps", type=int, default=60)
     p.add_argument("--workdir", type=Path, default=Path("/tmp/danlu-bench-pref-accuracy"))
     args = p.parse_args()
+    CUTOFF[0] = args.cutoff
     args.workdir.mkdir(parents=True, exist_ok=True)
     if any(s != "grpo" for s in args.stages):
         pairs_stages(args, args.workdir)

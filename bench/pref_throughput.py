@@ -1,6 +1,8 @@
 """DPO throughput: danlu vs a plain TRL DPOTrainer + PEFT script vs LLaMA-Factory, one run.
 
     python bench/pref_throughput.py [--steps 15] [--batch 4] [--cutoff 512] [--peers trl llamafactory]
+    (measured here with --steps 8 --batch 2 --cutoff 256: a step of 4 x 512 tokens takes a
+    minute on a 2-core CPU)
 
 Same model (the embedded SmolLM2-135M-Instruct, as its converted HF folder), same pairs
 (../shared/data/dpo_en_demo.json, else examples/data/tea_pairs.jsonl), same LoRA (r=8,
@@ -8,12 +10,20 @@ alpha=16, every linear layer), beta 0.1, sigmoid loss, learning rate, batch, cut
 number of optimiser steps, fp32 on the CPU. Each side runs in its own process (peak RSS is its
 own); printed per side: pairs/s over the training loop (the side's own train_runtime), peak
 RSS, and the loss at step 1, which must be ln 2 = 0.6931 for all three (the policy starts as its
-own reference): a check that the three compute the same objective.
+own reference): a check that the three compute the same objective. Trained tokens/s is pairs/s
+times the pairs' mean answer tokens (both sides, danlu's tokenisation at this cutoff). danlu runs
+twice: as configured by default, and with gradient_checkpointing as both peers default to (TRL
+1.x DPOConfig, LLaMA-Factory), the like-for-like memory comparison. TRL 1.x also defaults to
+bf16, which this script turns off (fp32 everywhere; bf16 on a CPU without bf16 instructions is
+emulated, ~100x slower).
 
 Peers live in their own venvs, never danlu's:
   python3 -m venv bench/.venv-trl && bench/.venv-trl/bin/pip install torch==2.13.0 \\
-      && bench/.venv-trl/bin/pip install trl peft          # TRL's DPOTrainer (plain script)
-  bench/.venv-llamafactory: see bench/train_throughput.py (llamafactory==0.9.5)
+      && bench/.venv-trl/bin/pip install -c <(echo torch==2.13.0) trl==1.16.0 peft
+  python3 -m venv bench/.venv-llamafactory && bench/.venv-llamafactory/bin/pip install \
+      torch==2.13.0 && bench/.venv-llamafactory/bin/pip install -c <(echo torch==2.13.0) \
+      llamafactory==0.9.5   # then remove torchvision and move torchaudio's lib/*.so aside:
+                            # PyPI has only CUDA builds of them, which cannot load on CPU torch
 """
 
 from __future__ import annotations
@@ -74,7 +84,7 @@ print("RESULT " + json.dumps({"runtime_s": result.runtime_s, "first_loss": losse
 """
 
 
-def danlu_side(args: argparse.Namespace) -> dict | None:
+def danlu_side(args: argparse.Namespace, *extra: str) -> dict | None:
     overrides = [
         "model=smollm2-135m-instruct", f"data=[{pairs_file()}]", "stage=dpo", "method=lora",
         f"lora_rank={LORA['r']}", f"lora_alpha={LORA['alpha']}", "lora_target=[all-linear]",
@@ -83,7 +93,7 @@ def danlu_side(args: argparse.Namespace) -> dict | None:
         "logging_steps=1", "save_steps=100000", "report_to=none", "overwrite_output_dir=true",
         f"output_dir={args.workdir / 'danlu'}", f"seed={args.seed}", "data_cache=false",
     ]  # fmt: skip
-    return _measured("danlu", [sys.executable, "-c", DANLU_SCRIPT, *overrides])
+    return _measured("danlu", [sys.executable, "-c", DANLU_SCRIPT, *overrides, *extra])
 
 
 TRL_SCRIPT = r"""
@@ -107,7 +117,8 @@ class Log(TrainerCallback):
 cfg = DPOConfig(output_dir=out, per_device_train_batch_size=int(batch), max_steps=int(steps),
                 learning_rate=float(lr), beta=0.1, loss_type=["sigmoid"], max_length=int(cutoff),
                 logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, seed=int(seed),
-                lr_scheduler_type="cosine", dataset_num_proc=1)
+                lr_scheduler_type="cosine", dataset_num_proc=1,
+                bf16=False)  # TRL 1.x turns bf16 on by default: fp32 like the other sides
 peft = LoraConfig(r=int(r), lora_alpha=int(alpha), target_modules="all-linear", task_type="CAUSAL_LM")
 trainer = DPOTrainer(model=model, args=cfg, train_dataset=Dataset.from_list(rows),
                      processing_class=tok, peft_config=peft, callbacks=[Log()])
@@ -204,10 +215,26 @@ def _measured(name: str, argv: list[str], result_line: bool = True) -> dict | No
 # --- driver ----------------------------------------------------------------------------------------
 
 
-def show(name: str, r: dict, args: argparse.Namespace) -> None:
+def trained_per_pair(args: argparse.Namespace) -> float:
+    """Mean trained (answer) tokens of a pair, both sides, at this cutoff, as danlu tokenises
+    them: the same for every side, which all train the same answers."""
+    from danlu.config import load_config
+    from danlu.data import build_dataset
+    from danlu.models import load_tokenizer, resolve_model
+
+    cfg = load_config(None, [f"data=[{pairs_file()}]", "stage=dpo", f"cutoff_len={args.cutoff}",
+                             "data_cache=false"])  # fmt: skip
+    ds, _, _ = build_dataset(cfg, load_tokenizer(resolve_model("smollm2-135m-instruct")),
+                             log=lambda _: None)  # fmt: skip
+    total = sum(sum(t != -100 for t in row[side][1:]) for row in ds
+                for side in ("chosen_labels", "rejected_labels"))  # fmt: skip
+    return total / len(ds)
+
+
+def show(name: str, r: dict, args: argparse.Namespace, per_pair: float) -> None:
     pairs_s = args.steps * args.batch / r["runtime_s"]
-    print(f"{name:<14} {pairs_s:>8.2f} {r['runtime_s']:>9.1f} {r['peak_rss_gib']:>9.2f} "
-          f"{r['first_loss']:>11.4f} {r['last_loss']:>10.4f}")  # fmt: skip
+    print(f"{name:<14} {pairs_s:>8.2f} {pairs_s * per_pair:>10.0f} {r['runtime_s']:>9.1f} "
+          f"{r['peak_rss_gib']:>9.2f} {r['first_loss']:>11.4f} {r['last_loss']:>10.4f}")  # fmt: skip
     r["pairs_per_s"] = pairs_s
 
 
@@ -228,23 +255,32 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     print(f"pairs: {pairs_file()}; {args.steps} steps x batch {args.batch}, cutoff {args.cutoff}, "
           f"LoRA r={LORA['r']} all-linear, sigmoid beta 0.1, fp32; {os.cpu_count()} cpus")  # fmt: skip
-    print(
-        f"{'side':<14} {'pairs/s':>8} {'time s':>9} {'peak GiB':>9} {'loss step1':>11} {'last loss':>10}"
-    )
+    per_pair = trained_per_pair(args)
+    print(f"trained tokens per pair (both answers, danlu's tokenisation): {per_pair:.1f}")
+    print(f"{'side':<14} {'pairs/s':>8} {'trained/s':>10} {'time s':>9} {'peak GiB':>9} "
+          f"{'loss step1':>11} {'last loss':>10}")  # fmt: skip
     danlu = danlu_side(args)
     if danlu is None:
         raise SystemExit(1)
     results = {"danlu": danlu}
-    show("danlu", danlu, args)
+    show("danlu", danlu, args, per_pair)
+    # Both peers checkpoint activations by default (TRL 1.x DPOConfig, LLaMA-Factory): danlu
+    # with the same setting is the like-for-like memory comparison.
+    gc = danlu_side(args, "gradient_checkpointing=true")
+    if gc is not None:
+        results["danlu+gc"] = gc
+        show("danlu+gc", gc, args, per_pair)
     sides = {"trl": trl_side, "llamafactory": llamafactory_side}
     for name in args.peers:
         if (r := sides[name](args)) is not None:
             results[name] = r
-            show(name, r, args)
+            show(name, r, args, per_pair)
     for name in args.peers:
-        if name in results:
-            ratio = results["danlu"]["pairs_per_s"] / results[name]["pairs_per_s"]
-            print(f"ratio danlu / {name} (pairs/s): {ratio:.2f}x")
+        for ours in ("danlu", "danlu+gc"):
+            if name in results and ours in results:
+                r, theirs = results[ours], results[name]
+                print(f"ratio {ours} / {name}: pairs/s {r['pairs_per_s'] / theirs['pairs_per_s']:.2f}x,"
+                      f" peak RSS {r['peak_rss_gib'] / theirs['peak_rss_gib']:.2f}x")  # fmt: skip
 
 
 if __name__ == "__main__":

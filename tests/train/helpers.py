@@ -27,3 +27,21 @@ def kill_script(model_dir: Path, data: Path, out: Path, kill_at: int, *extra: st
         from danlu.cli import main
         sys.exit(main(["train", "{out}.yaml", *{overrides!r}, "--quiet"]))
     """)
+
+
+def stage_config(model_dir: Path, data: Path, out: Path, stage: str, *extra: str):
+    """A short LoRA run of `stage` on the tiny model: 4 steps, a save every 2, batch 4."""
+    from danlu.config import load_config
+
+    return load_config(None, [
+        f"model={model_dir}", f"data=[{data}]", f"output_dir={out}", f"stage={stage}",
+        "method=lora", "lora_rank=4", "max_steps=4", "save_steps=2", "logging_steps=1",
+        "per_device_train_batch_size=4", "learning_rate=1e-2", "threads=1", "report_to=none",
+        "cutoff_len=64", "data_cache=false", "lr_scheduler_type=constant", *extra,
+    ])  # fmt: skip
+
+
+def metrics_of(run: Path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tests.train.helpers import metrics_of, stage_config
 
-from danlu.config import load_config
 from danlu.data.collate import KtoCollator
 from danlu.train.engine import train
 from danlu.train.kto import KtoParams, kl_baseline, kto_loss
@@ -78,16 +78,11 @@ def labelled(tmp_path_factory) -> Path:
 
 
 def _cfg(model_dir: Path, data: Path, out: Path, *extra: str):
-    return load_config(None, [
-        f"model={model_dir}", f"data=[{data}]", f"output_dir={out}", "stage=kto", "method=lora",
-        "lora_rank=4", "max_steps=6", "save_steps=3", "logging_steps=1",
-        "per_device_train_batch_size=4", "learning_rate=1e-2", "threads=1", "report_to=none",
-        "cutoff_len=64", "data_cache=false", "lr_scheduler_type=constant", *extra,
-    ])  # fmt: skip
+    return stage_config(model_dir, data, out, "kto", "max_steps=6", "save_steps=3", *extra)
 
 
 def _metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return metrics_of(run)
 
 
 @pytest.mark.slow

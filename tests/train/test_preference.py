@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from tests.train.helpers import kill_script
+from tests.train.helpers import kill_script, metrics_of, stage_config
 
-from danlu.config import load_config
 from danlu.train.checkpoint import complete_checkpoints
 from danlu.train.engine import train
 from danlu.train.preference import PrefParams, answer_logps, dpo_loss, reward_loss
@@ -42,6 +41,40 @@ def test_answer_logps_sums_only_the_labelled_tokens_after_the_shift():
     assert counts.tolist() == [2]
     torch.testing.assert_close(logps, expected.reshape(1))
     assert logps.item() == pytest.approx(-1.362e-4 - math.log(4), abs=1e-4)
+
+
+@pytest.mark.parametrize("adapter", [None, "lora", "prefix"])
+def test_projecting_only_answer_positions_gives_the_full_numbers(tiny_model_dir, adapter):
+    """answer_logps_of (logits_to_keep: the answer positions only) equals the full forward, in
+    value and gradient; prompt learning, whose virtual tokens shift positions, runs in full."""
+    from peft import LoraConfig, PrefixTuningConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from danlu.models.logps import answer_logps_of, supports_logits_to_keep
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    if adapter == "lora":
+        model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                 init_lora_weights=False))  # fmt: skip
+    elif adapter == "prefix":
+        model = get_peft_model(
+            model, PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=3)
+        )
+    torch.manual_seed(0)
+    ids = torch.randint(3, 200, (3, 9))
+    mask = torch.tensor([[1] * 9, [1] * 7 + [0] * 2, [1] * 5 + [0] * 4])
+    labels = ids.masked_fill(mask == 0, -100)
+    labels[:, :4] = -100  # the prompt
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    got, counts, _ = answer_logps_of(model, inputs, labels)
+    grads = torch.autograd.grad(got.sum(), [p for p in model.parameters() if p.requires_grad])
+    want, want_counts = answer_logps(model(**inputs).logits, labels)
+    expected = torch.autograd.grad(want.sum(), [p for p in model.parameters() if p.requires_grad])
+    assert supports_logits_to_keep(model) is (adapter != "prefix")
+    assert counts.tolist() == want_counts.tolist() == [5, 3, 1]
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for a, b in zip(grads, expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -104,16 +137,11 @@ def pairs(tmp_path_factory) -> Path:
 
 
 def _cfg(model_dir: Path, data: Path, out: Path, *extra: str):
-    return load_config(None, [
-        f"model={model_dir}", f"data=[{data}]", f"output_dir={out}", "stage=dpo", "method=lora",
-        "lora_rank=4", "max_steps=4", "save_steps=2", "logging_steps=1",
-        "per_device_train_batch_size=4", "learning_rate=1e-2", "threads=1", "report_to=none",
-        "cutoff_len=64", "data_cache=false", "lr_scheduler_type=constant", *extra,
-    ])  # fmt: skip
+    return stage_config(model_dir, data, out, "dpo", *extra)
 
 
 def _metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return metrics_of(run)
 
 
 def _weights(folder: Path, name: str = "adapter_model.safetensors") -> dict[str, torch.Tensor]:

@@ -12,22 +12,15 @@ import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
+from danlu.config.sections import FORMATS
 from danlu.data.bad import BadRecord
 from danlu.data.turns import check_turns
 from danlu.data.types import MODEL_ROLES, Conversation, Message
 
-FORMAT_NAMES = (
-    "alpaca",
-    "prompt_response",
-    "conversations",
-    "messages",
-    "sharegpt",
-    "text",
-    "pairwise",
-    "prompt",
-)
+FORMAT_NAMES = tuple(f for f in get_args(FORMATS) if f != "auto")
+"""The record shapes, as the config's `format:` names them (DESIGN §3 table)."""
 
 ROLE_STYLE = {
     "system": "system", "user": "user", "assistant": "assistant",

@@ -12,33 +12,13 @@ position ids of real tokens are those of the unpadded sequence.
 
 from __future__ import annotations
 
-import contextlib
-import inspect
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from danlu.models.logps import remember_keep, supports_logits_to_keep
+
 IGNORE = -100
-
-
-def supports_logits_to_keep(model: Any) -> bool:
-    """Whether `model(..., logits_to_keep=bool_mask)` projects only the masked positions."""
-    cached = getattr(model, "_danlu_keep_ok", None)
-    if cached is not None:
-        return bool(cached)
-    peft_cfg = getattr(model, "active_peft_config", None)
-    if peft_cfg is not None and getattr(peft_cfg, "is_prompt_learning", False):
-        return False
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    try:
-        return "logits_to_keep" in inspect.signature(base.forward).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def _remember(model: Any, ok: bool) -> None:
-    with contextlib.suppress(AttributeError):  # exotic wrappers refuse new attributes
-        model._danlu_keep_ok = ok
 
 
 def pad_right(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
@@ -68,9 +48,9 @@ def kept_logprobs(model: Any, input_ids: Any, attention_mask: Any, keep: Any) ->
         if supports_logits_to_keep(model):
             logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
             if logits.ndim == 2 and logits.shape[0] == n:
-                _remember(model, True)
+                remember_keep(model, True)
                 return torch.log_softmax(logits.float(), dim=-1)
-            _remember(model, False)  # an older transformers ignored or misread the mask
+            remember_keep(model, False)  # an older transformers ignored or misread the mask
         logits = model(input_ids=ids, attention_mask=mask).logits
         logits = logits[:, -ids.shape[1] :][keep]  # prompt learning prepends virtual positions
         return torch.log_softmax(logits.float(), dim=-1)

@@ -40,11 +40,26 @@ def group_advantages(rewards: Any, group: int) -> tuple[Any, Any]:
 
 
 def token_logps(logits: Any, ids: Any, start: int) -> Any:
-    """log p(ids[:, t]) for t >= start, from logits predicting position t at t - 1 (float32)."""
+    """log p(ids[:, t]) for t >= start, from logits predicting position t at t - 1 (float32);
+    `logits` may hold only the last len - start + 1 positions (logits_to_keep)."""
     import torch
 
-    scores = logits[:, start - 1 : -1, :].float().log_softmax(-1)
-    return torch.gather(scores, 2, ids[:, start:].unsqueeze(-1)).squeeze(-1)
+    scores = logits[:, logits.shape[1] - (ids.shape[1] - start) - 1 : -1, :].float()
+    picked = torch.gather(scores, 2, ids[:, start:].unsqueeze(-1)).squeeze(-1)
+    return picked - torch.logsumexp(scores, dim=-1)
+
+
+def completion_logps(model: Any, probe: Any, batch: dict, start: int) -> tuple[Any, Any]:
+    """(per-token log-probs of the answers, the output), projecting only the positions that
+    predict answer tokens where the model takes an int `logits_to_keep` (`probe`: unwrapped)."""
+    from danlu.models.logps import supports_logits_to_keep
+
+    ids = batch["input_ids"]
+    if supports_logits_to_keep(probe):
+        out = model(**batch, use_cache=False, logits_to_keep=ids.shape[1] - start + 1)
+        return token_logps(out.logits, ids, start), out
+    out = model(**batch, use_cache=False)
+    return token_logps(out.logits, ids, start), out
 
 
 def grpo_token_loss(logps: Any, ref: Any | None, adv: Any, mask: Any, beta: float) -> tuple:
@@ -107,15 +122,22 @@ class GrpoLoss(StageMetrics):
             "position_ids": _positions(attention),
         }
         self.meter.add(int(attention.sum()) - int(inputs["prompt_mask"].sum()), int(cmask.sum()))
-        outputs = model(**batch, use_cache=False)
-        logps = token_logps(outputs.logits, seqs, start)
-        ref = None
-        if self.grpo.beta > 0:
-            ref = token_logps(self.reference_logits(model, batch), seqs, start)
+        policy = self.accelerator.unwrap_model(model)
+        logps, outputs = completion_logps(model, policy, batch, start)
+        ref = self._reference(model, policy, batch, start) if self.grpo.beta > 0 else None
         loss, kl = grpo_token_loss(logps, ref, adv, cmask.to(logps.dtype), self.grpo.beta)
         metrics.update(reward_std=float(std.mean()), kl=kl)
         self._stage_record(metrics, model.training)
         return (loss, outputs) if return_outputs else loss
+
+    def _reference(self, model: Any, policy: Any, batch: dict, start: int) -> Any:
+        import torch
+
+        with torch.no_grad():
+            if self.reference == "copy":
+                return completion_logps(self.ref_model, self.ref_model, batch, start)[0]
+            with policy.disable_adapter():
+                return completion_logps(model, policy, batch, start)[0]
 
     def _generate(self, model: Any, prompt_ids: Any, prompt_mask: Any) -> Any:
         """prompt + answer rows, answer j of prompt i at row i * num_generations + j."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from danlu.models.logps import answer_logps
 from danlu.train.stage_base import StageMetrics
 from danlu.utils.dist import all_reduce_sum
 
@@ -74,11 +73,10 @@ class KtoLoss(StageMetrics):
         labels, tags = inputs.pop("labels"), inputs.pop("kto_label").bool()
         n = tags.shape[0]
         rows, mismatched = _split(inputs, n)
-        outputs = model(**rows, use_cache=False)
-        logps, _ = answer_logps(outputs.logits, labels[:n])
+        logps, _, outputs = self.policy_logps(model, rows, labels[:n])
         with torch.no_grad():  # the baseline takes no gradient: no graph for those rows
-            kl_logps, _ = answer_logps(model(**mismatched, use_cache=False).logits, labels[n:])
-        ref, _ = answer_logps(self.reference_logits(model, inputs), labels)
+            kl_logps, _, _ = self.policy_logps(model, mismatched, labels[n:])
+        ref = self.reference_logps(model, inputs, labels)
         ratios = torch.cat([logps.detach(), kl_logps]) - ref
         z0 = kl_baseline(ratios[n:])
         losses, metrics = kto_loss(logps - ref[:n], tags, z0, self.kto)

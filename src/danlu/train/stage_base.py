@@ -34,13 +34,22 @@ class StageMetrics:
         self._stage_init()
         return {k: round(v / n, 4) for k, v, n in zip(keys, sums, counts, strict=True) if n}
 
-    def reference_logits(self, model: Any, inputs: dict) -> Any:
-        """The reference's logits for `inputs`: the frozen copy, or the model itself with its
-        adapter disabled (no second copy in memory)."""
+    def policy_logps(self, model: Any, inputs: dict, labels: Any) -> tuple[Any, Any, Any]:
+        """The trained model's summed answer log-probs, counts and output (with gradient)."""
+        from danlu.models.logps import answer_logps_of
+
+        return answer_logps_of(model, inputs, labels, self.accelerator.unwrap_model(model))
+
+    def reference_logps(self, model: Any, inputs: dict, labels: Any) -> Any:
+        """The reference's summed answer log-probs: the frozen copy, or the model itself with
+        its adapter disabled (no second copy in memory)."""
         import torch
 
+        from danlu.models.logps import answer_logps_of
+
+        unwrapped = self.accelerator.unwrap_model(model)
         with torch.no_grad():
             if self.reference == "copy":
-                return self.ref_model(**inputs, use_cache=False).logits
-            with self.accelerator.unwrap_model(model).disable_adapter():
-                return model(**inputs, use_cache=False).logits
+                return answer_logps_of(self.ref_model, inputs, labels)[0]
+            with unwrapped.disable_adapter():
+                return answer_logps_of(model, inputs, labels, unwrapped)[0]

@@ -17,9 +17,10 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
+from danlu.models.logps import answer_logps_of
 from danlu.train.grpo import GrpoLoss, GrpoParams
 from danlu.train.kto import KtoLoss, KtoParams
-from danlu.train.preference import REFERENCE_FREE, PrefParams, answer_logps, dpo_loss, reward_loss
+from danlu.train.preference import REFERENCE_FREE, PrefParams, dpo_loss, reward_loss
 from danlu.train.stage_base import StageMetrics
 from danlu.utils.errors import UsageError
 
@@ -138,8 +139,7 @@ class DpoLoss(StageMetrics):
     ) -> Any:
         ref = (inputs.pop("ref_chosen_logps", None), inputs.pop("ref_rejected_logps", None))
         labels = inputs.pop("labels")
-        outputs = model(**inputs, use_cache=False)
-        logps, counts = answer_logps(outputs.logits, labels)
+        logps, counts, outputs = self.policy_logps(model, inputs, labels)
         half = logps.shape[0] // 2
         if self.reference in ("adapter_off", "copy"):
             ref = self._reference_logps(model, inputs, labels, half)
@@ -154,7 +154,7 @@ class DpoLoss(StageMetrics):
         return (loss, outputs) if return_outputs else loss
 
     def _reference_logps(self, model: Any, inputs: dict, labels: Any, half: int) -> tuple:
-        logps, _ = answer_logps(self.reference_logits(model, inputs), labels)
+        logps = self.reference_logps(model, inputs, labels)
         return logps[:half], logps[half:]
 
 
@@ -201,7 +201,7 @@ def precompute_reference(model: Any, dataset: Any, collator: Any, batch_size: in
                 rows = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
                 batch = {k: v.to(device) for k, v in collator(rows).items()}
                 labels = batch.pop("labels")
-                logps, _ = answer_logps(model(**batch, use_cache=False).logits, labels)
+                logps, _, _ = answer_logps_of(model, batch, labels)
                 half = logps.shape[0] // 2
                 chosen += logps[:half].tolist()
                 rejected += logps[half:].tolist()
