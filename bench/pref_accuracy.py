@@ -30,6 +30,7 @@ COMMON = ["model=smollm2-135m-instruct", "method=lora", "lora_rank=8", "lora_tar
 
 
 CUTOFF = [512]  # set from --cutoff
+REUSE = [False]  # set from --reuse
 
 
 def split_pairs(work: Path, per_language: int | None) -> tuple[Path, Path, Path]:
@@ -71,8 +72,12 @@ def _eval_args(held: Path, out: Path, model: tuple[str, ...]) -> list[str]:
             f"eval_output_dir={out}", "bf16=false", *model]  # fmt: skip
 
 
-def train(work: Path, stage: str, data: Path, epochs: float, *extra: str) -> tuple[Path, float]:
-    out = work / f"run-{stage}"
+def train(
+    work: Path, stage: str, data: Path, epochs: float, *extra: str, name: str = ""
+) -> tuple[Path, float]:
+    out = work / f"run-{name or stage}"
+    if REUSE[0] and (out / "final").is_dir():  # --reuse: a finished run of an earlier call
+        return out / "final", float("nan")
     config = work / f"{stage}.yaml"
     config.write_text(f"stage: {stage}\n")
     seconds = danlu("train", str(config), *COMMON, f"stage={stage}", f"data=[{data}]",
@@ -118,13 +123,11 @@ def pairs_stages(args: argparse.Namespace, work: Path) -> None:
 
 
 def _init_rm(work: Path) -> Path:
-    """A reward model after 0 optimiser steps is its random head: train with lr 0."""
-    final, _ = train(work, "rm", work / "pairs_train.jsonl", 1, "max_steps=1", "learning_rate=0",
-                     f"cutoff_len={CUTOFF[0]}", "per_device_train_batch_size=1")  # fmt: skip
-    init = work / "rm-init"
-    subprocess.run(["rm", "-rf", str(init)], check=True)
-    final.rename(init)
-    return init
+    """A reward model as it starts: its random head (one step at lr 1e-12, which rules allow)."""
+    final, _ = train(work, "rm", work / "pairs_train.jsonl", 1, "max_steps=1",
+                     "learning_rate=1e-12", f"cutoff_len={CUTOFF[0]}",
+                     "per_device_train_batch_size=1", name="rm-init")  # fmt: skip
+    return final
 
 
 def arith_accuracy(adapter: Path | None) -> dict:
@@ -166,6 +169,7 @@ def main() -> None:
     p.add_argument("--stages", nargs="*", default=["rm", "dpo", "kto", "grpo"])
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--cutoff", type=int, default=512)
+    p.add_argument("--reuse", action="store_true", help="keep finished runs of an earlier call")
     p.add_argument(
         "--train-per-language",
         type=int,
@@ -175,7 +179,7 @@ def main() -> None:
     p.add_argument("--grpo-steps", type=int, default=60)
     p.add_argument("--workdir", type=Path, default=Path("/tmp/danlu-bench-pref-accuracy"))
     args = p.parse_args()
-    CUTOFF[0] = args.cutoff
+    CUTOFF[0], REUSE[0] = args.cutoff, args.reuse
     args.workdir.mkdir(parents=True, exist_ok=True)
     if any(s != "grpo" for s in args.stages):
         pairs_stages(args, args.workdir)

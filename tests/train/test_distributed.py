@@ -104,20 +104,40 @@ def test_ddp_two_processes_equal_one_process_with_the_doubled_batch(base, tmp_pa
     assert step4 == ["rng_state_0.pth", "rng_state_1.pth"]  # each rank's RNG, for exact resume
 
 
-def test_ddp_dpo_equals_one_process_with_the_doubled_batch(base, tmp_path):
+def _pairs(base: Path) -> Path:
     pairs = base.parent / "pairs.jsonl"
     rows = [{"instruction": f"Question {i} about tea?", "chosen": f"Answer {i}: tea.",
              "rejected": f"No idea about {i}."} for i in range(16)]  # fmt: skip
     pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    dpo = ["stage=dpo", f"data=[{pairs}]", "save_steps=4"]
-    one, two = tmp_path / "one", tmp_path / "ddp"
-    _train(base, one, *dpo, "per_device_train_batch_size=2")
-    _train(base, two, *dpo, "per_device_train_batch_size=1", nproc=2)
+    return pairs
+
+
+@pytest.fixture(scope="module")
+def one_dpo(base, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("one") / "dpo"
+    _train(base, out, "stage=dpo", f"data=[{_pairs(base)}]", "save_steps=4",
+           "per_device_train_batch_size=2")  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp", "zero2", "zero3"])
+def test_dpo_on_two_processes_equals_one_process_with_the_doubled_batch(
+    strategy, base, one_dpo, tmp_path
+):
+    """The reference (the adapter switched off) and the pair losses under every strategy."""
+    if strategy.startswith("zero"):
+        pytest.importorskip("deepspeed")
+    flag = {"ddp": "distributed=ddp", "fsdp": "distributed=fsdp"}.get(
+        strategy, f"deepspeed={strategy}"
+    )
+    two = tmp_path / strategy
+    _train(base, two, "stage=dpo", f"data=[{_pairs(base)}]", "save_steps=4",
+           "per_device_train_batch_size=1", flag, nproc=2)  # fmt: skip
     # DDP averages the two ranks' one-pair losses where one process averages two pairs: equal
     # in exact arithmetic; in float32 the order differs, and lr 1e-2 carries it to ~4e-5.
-    _assert_same(_weights(one / "final", ADAPTER), _weights(two / "final", ADAPTER), 1e-4)
+    _assert_same(_weights(one_dpo / "final", ADAPTER), _weights(two / "final", ADAPTER), 1e-4)
     records = [json.loads(line) for line in (two / "metrics.jsonl").read_text().splitlines()]
-    single = [json.loads(line) for line in (one / "metrics.jsonl").read_text().splitlines()]
+    single = [json.loads(line) for line in (one_dpo / "metrics.jsonl").read_text().splitlines()]
     for key in ("loss", "rewards/accuracy", "rewards/margin", "logps/chosen"):  # over both ranks
         assert [r[key] for r in records] == pytest.approx([r[key] for r in single], abs=1e-3), key
 
