@@ -124,20 +124,15 @@ class GrpoLoss(StageMetrics):
         self.meter.add(int(attention.sum()) - int(inputs["prompt_mask"].sum()), int(cmask.sum()))
         policy = self.accelerator.unwrap_model(model)
         logps, outputs = completion_logps(model, policy, batch, start)
-        ref = self._reference(model, policy, batch, start) if self.grpo.beta > 0 else None
+        ref = self._reference(model, batch, start) if self.grpo.beta > 0 else None
         loss, kl = grpo_token_loss(logps, ref, adv, cmask.to(logps.dtype), self.grpo.beta)
         metrics.update(reward_std=float(std.mean()), kl=kl)
         self._stage_record(metrics, model.training)
         return (loss, outputs) if return_outputs else loss
 
-    def _reference(self, model: Any, policy: Any, batch: dict, start: int) -> Any:
-        import torch
-
-        with torch.no_grad():
-            if self.reference == "copy":
-                return completion_logps(self.ref_model, self.ref_model, batch, start)[0]
-            with policy.disable_adapter():
-                return completion_logps(model, policy, batch, start)[0]
+    def _reference(self, model: Any, batch: dict, start: int) -> Any:
+        with self.as_reference(model) as (call, probe):
+            return completion_logps(call, probe, batch, start)[0]
 
     def _generate(self, model: Any, prompt_ids: Any, prompt_mask: Any) -> Any:
         """prompt + answer rows, answer j of prompt i at row i * num_generations + j."""
@@ -148,9 +143,7 @@ class GrpoLoss(StageMetrics):
             from danlu.train.grpo_vllm import completion_tensor
 
             g = self.grpo.num_generations
-            prompts = [[t for t, m in zip(row, mask, strict=True) if m]
-                       for row, mask in zip(prompt_ids.tolist(), prompt_mask.tolist(), strict=True)]  # fmt: skip
-            rows = self.sampler.sample(policy, prompts, g, self.grpo.max_completion_length,
+            rows = self.sampler.sample(policy, unpadded(prompt_ids, prompt_mask), g, self.grpo.max_completion_length,
                                        self.grpo.temperature, self.stops)  # fmt: skip
             pad = self.processing_class.pad_token_id
             answers = completion_tensor(rows, pad, prompt_ids.device)
@@ -183,10 +176,7 @@ class GrpoLoss(StageMetrics):
         lengths = cmask.sum(1).tolist()
         ids = [row[:n] for row, n in zip(completions.tolist(), lengths, strict=True)]
         texts = self.processing_class.batch_decode(ids, skip_special_tokens=True)
-        prompt_ids = [
-            [t for t, m in zip(row, mask, strict=True) if m]
-            for row, mask in zip(inputs["prompt_ids"].tolist(), inputs["prompt_mask"].tolist(), strict=True)
-        ]  # fmt: skip
+        prompt_ids = unpadded(inputs["prompt_ids"], inputs["prompt_mask"])
         columns = _columns(inputs["columns"], g)
         columns.update(
             completion_ids=ids,
@@ -209,6 +199,12 @@ class GrpoLoss(StageMetrics):
             clipped_ratio=sum(n >= limit and ids_[-1] not in self.stops for n, ids_ in zip(lengths, ids, strict=True)) / len(lengths),
         )  # fmt: skip
         return total.to(completions.device), metrics
+
+
+def unpadded(ids: Any, mask: Any) -> list[list[int]]:
+    """Each row's tokens without its (left) padding."""
+    return [[t for t, m in zip(row, keep, strict=True) if m]
+            for row, keep in zip(ids.tolist(), mask.tolist(), strict=True)]  # fmt: skip
 
 
 def _columns(rows: list[str], g: int) -> dict[str, list]:

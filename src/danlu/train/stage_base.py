@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from danlu.utils.dist import all_reduce_sum
@@ -40,16 +42,24 @@ class StageMetrics:
 
         return answer_logps_of(model, inputs, labels, self.accelerator.unwrap_model(model))
 
-    def reference_logps(self, model: Any, inputs: dict, labels: Any) -> Any:
-        """The reference's summed answer log-probs: the frozen copy, or the model itself with
-        its adapter disabled (no second copy in memory)."""
+    @contextlib.contextmanager
+    def as_reference(self, model: Any) -> Iterator[tuple[Any, Any]]:
+        """(the module to call, the unwrapped one to inspect) that compute the reference,
+        without gradient: the frozen copy, or the model itself with its adapter disabled (no
+        second copy in memory)."""
         import torch
-
-        from danlu.models.logps import answer_logps_of
 
         unwrapped = self.accelerator.unwrap_model(model)
         with torch.no_grad():
             if self.reference == "copy":
-                return answer_logps_of(self.ref_model, inputs, labels)[0]
-            with unwrapped.disable_adapter():
-                return answer_logps_of(model, inputs, labels, unwrapped)[0]
+                yield self.ref_model, self.ref_model
+            else:
+                with unwrapped.disable_adapter():
+                    yield model, unwrapped
+
+    def reference_logps(self, model: Any, inputs: dict, labels: Any) -> Any:
+        """The reference's summed answer log-probs."""
+        from danlu.models.logps import answer_logps_of
+
+        with self.as_reference(model) as (call, probe):
+            return answer_logps_of(call, inputs, labels, probe)[0]
