@@ -5,7 +5,8 @@
     minute on a 2-core CPU)
 
 Same model (the embedded SmolLM2-135M-Instruct, as its converted HF folder), same pairs
-(../shared/data/dpo_en_demo.json, else examples/data/tea_pairs.jsonl), same LoRA (r=8,
+(the first steps x batch of ../shared/data/dpo_en_demo.json, else
+examples/data/tea_pairs.jsonl: every side trains each of them once), same LoRA (r=8,
 alpha=16, every linear layer), beta 0.1, sigmoid loss, learning rate, batch, cutoff and
 number of optimiser steps, fp32 on the CPU. Each side runs in its own process (peak RSS is its
 own); printed per side: pairs/s over the training loop (the side's own train_runtime), peak
@@ -44,6 +45,22 @@ LF_VENV = ROOT / "bench" / ".venv-llamafactory"
 
 def pairs_file() -> Path:
     return SHARED if SHARED.is_file() else ROOT / "examples" / "data" / "tea_pairs.jsonl"
+
+
+def bench_pairs(args: argparse.Namespace) -> Path:
+    """The first steps x batch pairs of the source, in its own format: every side trains on
+    exactly these, once (each side orders its batches its own way; a longer file would let the
+    sides train different pairs, of different lengths, in the same number of steps)."""
+    source = pairs_file()
+    text = source.read_text(encoding="utf-8")
+    n = args.steps * args.batch
+    dest = args.workdir / f"pairs-{n}{source.suffix}"
+    if text.lstrip().startswith("["):
+        dest.write_text(json.dumps(json.loads(text)[:n], ensure_ascii=False), encoding="utf-8")
+    else:
+        lines = [x for x in text.splitlines() if x.strip()][:n]
+        dest.write_text("".join(x + "\n" for x in lines), encoding="utf-8")
+    return dest
 
 
 def read_pairs(path: Path) -> list[dict]:
@@ -86,7 +103,7 @@ print("RESULT " + json.dumps({"runtime_s": result.runtime_s, "first_loss": losse
 
 def danlu_side(args: argparse.Namespace, *extra: str) -> dict | None:
     overrides = [
-        "model=smollm2-135m-instruct", f"data=[{pairs_file()}]", "stage=dpo", "method=lora",
+        "model=smollm2-135m-instruct", f"data=[{args.pairs}]", "stage=dpo", "method=lora",
         f"lora_rank={LORA['r']}", f"lora_alpha={LORA['alpha']}", "lora_target=[all-linear]",
         "pref_beta=0.1", "pref_loss=sigmoid", f"per_device_train_batch_size={args.batch}",
         f"cutoff_len={args.cutoff}", f"max_steps={args.steps}", f"learning_rate={args.lr}",
@@ -139,7 +156,7 @@ def trl_side(args: argparse.Namespace) -> dict | None:
     from danlu.models import resolve_model
 
     data = args.workdir / "trl-pairs.json"
-    data.write_text(json.dumps(read_pairs(pairs_file())))
+    data.write_text(json.dumps(read_pairs(args.pairs)))
     argv = [str(python), "-c", TRL_SCRIPT, str(resolve_model("smollm2-135m-instruct")), str(data),
             str(args.workdir / "trl"), str(args.steps), str(args.batch), str(args.cutoff),
             str(args.lr), str(args.seed), str(LORA["r"]), str(LORA["alpha"])]  # fmt: skip
@@ -158,7 +175,7 @@ def llamafactory_side(args: argparse.Namespace) -> dict | None:
     folder = args.workdir / "lf-data"
     folder.mkdir(parents=True, exist_ok=True)
     data = folder / "pairs.json"
-    data.write_text(json.dumps(_sharegpt(read_pairs(pairs_file()))))
+    data.write_text(json.dumps(_sharegpt(read_pairs(args.pairs))))
     info = {"pairs": {"file_name": str(data), "formatting": "sharegpt", "ranking": True,
                       "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"}}}  # fmt: skip
     (folder / "dataset_info.json").write_text(json.dumps(info))
@@ -222,7 +239,7 @@ def trained_per_pair(args: argparse.Namespace) -> float:
     from danlu.data import build_dataset
     from danlu.models import load_tokenizer, resolve_model
 
-    cfg = load_config(None, [f"data=[{pairs_file()}]", "stage=dpo", f"cutoff_len={args.cutoff}",
+    cfg = load_config(None, [f"data=[{args.pairs}]", "stage=dpo", f"cutoff_len={args.cutoff}",
                              "data_cache=false"])  # fmt: skip
     ds, _, _ = build_dataset(cfg, load_tokenizer(resolve_model("smollm2-135m-instruct")),
                              log=lambda _: None)  # fmt: skip
@@ -253,8 +270,10 @@ def main() -> None:
     )
     args = p.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    print(f"pairs: {pairs_file()}; {args.steps} steps x batch {args.batch}, cutoff {args.cutoff}, "
-          f"LoRA r={LORA['r']} all-linear, sigmoid beta 0.1, fp32; {os.cpu_count()} cpus")  # fmt: skip
+    args.pairs = bench_pairs(args)
+    print(f"pairs: the first {args.steps * args.batch} of {pairs_file()}; {args.steps} steps x "
+          f"batch {args.batch}, cutoff {args.cutoff}, LoRA r={LORA['r']} all-linear, sigmoid "
+          f"beta 0.1, fp32; {os.cpu_count()} cpus")  # fmt: skip
     per_pair = trained_per_pair(args)
     print(f"trained tokens per pair (both answers, danlu's tokenisation): {per_pair:.1f}")
     print(f"{'side':<14} {'pairs/s':>8} {'trained/s':>10} {'time s':>9} {'peak GiB':>9} "

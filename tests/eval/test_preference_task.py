@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests.train.helpers import write_pairs
 
 from danlu.config import load_config
 from danlu.eval import evaluate
@@ -19,11 +20,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("pairs") / "pairs.jsonl"
-    rows = [{"instruction": f"What is {i} plus {i}?", "chosen": f"It is {2 * i}.",
-             "rejected": f"Maybe {2 * i + 1}, or {i}; I am not sure."} for i in range(12)]  # fmt: skip
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+    return write_pairs(tmp_path_factory.mktemp("pairs") / "pairs.jsonl", 12)
 
 
 def _train(stage: str, model: Path, data: Path, out: Path) -> Path:

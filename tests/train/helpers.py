@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -45,3 +46,11 @@ def metrics_of(run: Path) -> list[dict]:
     import json
 
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def write_pairs(path: Path, n: int) -> Path:
+    """n arithmetic preference pairs (a right, short answer over a wrong, hedging one)."""
+    rows = [{"instruction": f"What is {i} plus {i}?", "chosen": f"It is {2 * i}.",
+             "rejected": f"Maybe {2 * i + 1}, or {i}; I am not sure."} for i in range(n)]  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path

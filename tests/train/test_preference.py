@@ -4,7 +4,6 @@ metrics, which parameters train, the reference, resume after SIGKILL, what final
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import subprocess
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from tests.train.helpers import kill_script, metrics_of, stage_config
+from tests.train.helpers import kill_script, metrics_of, stage_config, write_pairs
 
 from danlu.train.checkpoint import complete_checkpoints
 from danlu.train.engine import train
@@ -129,11 +128,7 @@ def test_bradley_terry():
 
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("pairs") / "pairs.jsonl"
-    rows = [{"instruction": f"What is {i} plus {i}?", "chosen": f"It is {2 * i}.",
-             "rejected": f"Maybe {2 * i + 1}, or {i}; I am not sure."} for i in range(16)]  # fmt: skip
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+    return write_pairs(tmp_path_factory.mktemp("pairs") / "pairs.jsonl", 16)
 
 
 def _cfg(model_dir: Path, data: Path, out: Path, *extra: str):

@@ -65,6 +65,13 @@ class Template:
             self._closers[key] = (tokenizer, self._probe_closer(tokenizer))
         return self._closers[key][1]
 
+    def closer_id(self, tokenizer: Any) -> int | None:
+        """The closer as the one token a model emits to end its turn; None when the template
+        has no closer or it is several tokens (then only EOS ends an answer)."""
+        text = self.closer(tokenizer).strip()
+        ids = tokenizer.encode(text, add_special_tokens=False) if text else []
+        return int(ids[0]) if len(ids) == 1 else None
+
     def _probe_closer(self, tokenizer: Any) -> str:
         user = {"role": "user", "content": "u"}
         reply = {"role": "assistant", "content": SENTINEL}
@@ -74,6 +81,29 @@ class Template:
         common = _snap_to_tokens(tokenizer, last, len(_common_prefix(last, mid)))
         match = re.match(r"\s*[^\n]*", common)
         return match.group(0).rstrip() if match else ""
+
+
+def eos_ids(tokenizer: Any, generation_config: Any = None) -> frozenset[int]:
+    """End-of-text ids: the generation config's (often several: Llama 3 lists three, Qwen2.5
+    two) and the tokenizer's."""
+    ids: set[int] = set()
+    value = getattr(generation_config, "eos_token_id", None)
+    if isinstance(value, int):
+        ids.add(value)
+    elif isinstance(value, (list, tuple)):
+        ids.update(int(v) for v in value)
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return frozenset(ids)
+
+
+def stop_ids(
+    tokenizer: Any, template: Template | None = None, generation_config: Any = None
+) -> frozenset[int]:
+    """What ends a chat answer: the end-of-text ids and the template's end-of-turn token
+    (<|im_end|>, <|eot_id|>) -- the same for danlu's chat, server, eval and grpo."""
+    closer = template.closer_id(tokenizer) if template is not None else None
+    return eos_ids(tokenizer, generation_config) | ({closer} if closer is not None else set())
 
 
 def get_template(spec: str, tokenizer: Any) -> Template:

@@ -35,17 +35,6 @@ class GenerationSettings:
     batch_size: int = 8
 
 
-def stop_ids(tokenizer: Any, template: Any = None) -> list[int]:
-    """EOS plus the template's end-of-turn token (e.g. <|im_end|>, <|eot_id|>) when it is one token."""
-    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    closer = template.closer(tokenizer) if template is not None else ""
-    if closer:
-        enc = tokenizer(closer, add_special_tokens=False)["input_ids"]
-        if len(enc) == 1 and enc[0] not in ids:
-            ids.append(enc[0])
-    return ids
-
-
 def generate(
     model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], settings: GenerationSettings,
     stop: Sequence[int] = (), quiet: bool = True,

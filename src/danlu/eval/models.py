@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from danlu.models.check import is_adapter_dir
 from danlu.utils.errors import UsageError
 
 
@@ -19,10 +19,6 @@ class EvalTarget:
     """Folder name under eval_output_dir for its predictions."""
     model_args: Any
     """The ModelArgs `load_model` gets (the config's, with model/adapter replaced)."""
-
-
-def is_adapter_dir(path: str) -> bool:
-    return (Path(path).expanduser() / "adapter_config.json").is_file()
 
 
 def resolve_targets(cfg: Any) -> list[EvalTarget]:

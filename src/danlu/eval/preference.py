@@ -20,7 +20,7 @@ from danlu.data.collate import PairCollator
 from danlu.data.encode import encode_pair
 from danlu.eval.forward import length_batches, model_device, progress
 from danlu.eval.samples import template_for
-from danlu.models.logps import answer_logps_of
+from danlu.models.shared_prefix import pair_logps_of
 from danlu.utils.errors import UsageError
 
 
@@ -84,11 +84,11 @@ def _batch_scores(model: Any, batch: dict, reward: bool) -> list[dict]:
         r = model(**batch).logits.squeeze(-1).float()
         return [{"reward_chosen": a, "reward_rejected": b}
                 for a, b in zip(r[:half].tolist(), r[half:].tolist(), strict=True)]  # fmt: skip
-    logps, counts, _ = answer_logps_of(model, batch, labels)
+    logps, counts, _ = pair_logps_of(model, batch, labels)
     ref = None
     if hasattr(model, "disable_adapter"):  # a PeftModel: the base is its reference
         with model.disable_adapter():
-            ref, _, _ = answer_logps_of(model, batch, labels)
+            ref, _, _ = pair_logps_of(model, batch, labels)
     out = []
     for i in range(half):
         row = {"logp_chosen": logps[i].item(), "logp_rejected": logps[half + i].item(),

@@ -174,7 +174,8 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _generation(loaded: Any, cfg: Any, inputs: Inputs, quiet: bool) -> tuple[dict, list[dict]]:
-    from danlu.eval.generation import GenerationSettings, generate, score_predictions, stop_ids
+    from danlu.data.templates import stop_ids
+    from danlu.eval.generation import GenerationSettings, generate, score_predictions
     from danlu.eval.samples import build_generation_set, template_for
 
     tok = loaded.tokenizer
@@ -184,7 +185,8 @@ def _generation(loaded: Any, cfg: Any, inputs: Inputs, quiet: bool) -> tuple[dic
         raise UsageError(f"eval_data: no record to generate for (dropped: {reasons})")
     settings = GenerationSettings(cfg.eval_max_new_tokens, cfg.eval_do_sample, cfg.eval_temperature,
                                   cfg.eval_top_p, cfg.seed, cfg.per_device_eval_batch_size)  # fmt: skip
-    stop = stop_ids(tok, template_for(cfg.template, tok))
+    generation_config = getattr(loaded.model, "generation_config", None)
+    stop = sorted(stop_ids(tok, template_for(cfg.template, tok), generation_config))
     preds = generate(loaded.model, tok, gset.prompts, settings, stop, quiet)
     per, mean = score_predictions(preds, gset.references, cfg.metric_style)
     rows = [{"source": s, "prompt": tok.decode(p), "reference": r, "prediction": y, **m}

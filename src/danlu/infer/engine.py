@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from danlu.config import ModelArgs
+from danlu.data.templates import eos_ids
 from danlu.infer.params import GenParams, ParamError
 from danlu.infer.requests import Output, Request, Sequence, Sink
 from danlu.infer.sampling import TokenLogprob
@@ -78,7 +79,7 @@ class Engine:
         self.chat_template = chat_template or _tokenizer_template(tokenizer)
         self.runner = ModelRunner(model, _pad_id(tokenizer))
         self.context_len = self.config.max_model_len or _context_len(model)
-        self.eos = frozenset(_eos_ids(model, tokenizer))
+        self.eos = eos_ids(tokenizer, getattr(model, "generation_config", None))
         self.vocab_size = len(tokenizer)
         self.scheduler = Scheduler(
             self.runner,
@@ -132,9 +133,8 @@ class Engine:
 
         if not self.chat_template:
             return frozenset()
-        closer = Template("chat", self.chat_template).closer(self.tokenizer)
-        ids = self.tokenizer.encode(closer, add_special_tokens=False) if closer else []
-        return frozenset(ids) if len(ids) == 1 else frozenset()
+        closer = Template("chat", self.chat_template).closer_id(self.tokenizer)
+        return frozenset() if closer is None else frozenset({closer})
 
     def encode(self, text: str) -> list[int]:
         """A plain-text prompt as the model saw text in pretraining (with its BOS, if any)."""
@@ -321,17 +321,3 @@ def _context_len(model: Any) -> int:
         if isinstance(value, int) and value > 0:
             return value
     return 2048
-
-
-def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
-    """End-of-text ids: the generation config's (often several) and the tokenizer's."""
-    ids: set[int] = set()
-    gen = getattr(model, "generation_config", None)
-    value = getattr(gen, "eos_token_id", None)
-    if isinstance(value, int):
-        ids.add(value)
-    elif isinstance(value, (list, tuple)):
-        ids.update(int(v) for v in value)
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    return ids

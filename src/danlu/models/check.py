@@ -95,6 +95,11 @@ def _check_remote_code(config: dict, path: Path, what: str, trust: bool) -> None
     )
 
 
+def is_adapter_dir(path: str | Path) -> bool:
+    """A PEFT adapter folder (its adapter_config.json), rather than a whole model."""
+    return (Path(path).expanduser() / "adapter_config.json").is_file()
+
+
 def check_adapter(adapter: Path, base: Path, allow_pickle: bool) -> dict[str, Any]:
     """The adapter folder is a PEFT adapter for `base`; returns its adapter_config.json."""
     what = f"adapter '{adapter}'"

@@ -80,5 +80,11 @@ def supports_logits_to_keep(model: Any) -> bool:
 
 
 def remember_keep(model: Any, ok: bool) -> None:
+    remember(model, "_danlu_keep_ok", ok)
+
+
+def remember(model: Any, name: str, value: Any) -> None:
+    """Note what was learnt about a model's forward on the model itself (it lives and dies
+    with it, and a frozen reference copy learns for itself)."""
     with contextlib.suppress(AttributeError):  # exotic wrappers refuse new attributes
-        model._danlu_keep_ok = ok
+        setattr(model, name, value)

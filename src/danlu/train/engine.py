@@ -335,7 +335,9 @@ def _trainer(
         raise UsageError("eval_steps: there is no held-out data; set val_size (e.g. 0.05)")
     method = registry.get_method(cfg.method)
     stage, reference, ref_model = staged
-    setup = stage_setup(cfg, reference, ref_model, tokenizer)
+    setup = stage_setup(
+        cfg, reference, ref_model, tokenizer, getattr(model, "generation_config", None)
+    )
     return build_trainer(
         stage_loss=MIXINS[stage.loss] if stage.loss else None,
         stage_setup=setup,

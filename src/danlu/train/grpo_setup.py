@@ -10,25 +10,22 @@ from typing import Any
 from danlu.utils.errors import UsageError
 
 
-def stop_ids(cfg: Any, tokenizer: Any) -> frozenset[int]:
-    """The tokenizer's EOS and the chat template's end-of-turn token (<|im_end|>, <|eot_id|>):
-    an answer ends at either, as in danlu's chat and server."""
-    from danlu.data.templates import get_template
+def stop_ids(cfg: Any, tokenizer: Any, generation_config: Any = None) -> frozenset[int]:
+    """What ends a sampled answer: as in danlu's chat and server (data.templates.stop_ids)."""
+    from danlu.data import templates
 
-    ids = {int(tokenizer.eos_token_id)} if tokenizer.eos_token_id is not None else set()
-    closer = get_template(cfg.template, tokenizer).closer(tokenizer)
-    closing = tokenizer.encode(closer.strip(), add_special_tokens=False) if closer.strip() else []
-    if len(closing) == 1:
-        ids.add(int(closing[0]))
-    return frozenset(ids)
+    template = templates.get_template(cfg.template, tokenizer)
+    return templates.stop_ids(tokenizer, template, generation_config)
 
 
 def reward_model_args(cfg: Any, path: str) -> Any:
     """ModelArgs of an `rm:PATH` reward model: a stage-rm adapter over `model:` (its base) or
     a whole model folder, unquantised, on the policy's device."""
+    from danlu.models.check import is_adapter_dir
+
     model_args = cfg.section("model")
     folder = Path(path).expanduser()
-    if (folder / "adapter_config.json").is_file():
+    if is_adapter_dir(folder):
         return dataclasses.replace(model_args, adapter=str(folder), quantization_bit=None)
     return dataclasses.replace(model_args, model=str(folder), adapter=None, quantization_bit=None)
 
@@ -38,6 +35,7 @@ def reward_model_scorer(cfg: Any, path: str, tokenizer: Any) -> Any:
     each prompt + answer (token ids shared with the policy)."""
     import torch
 
+    from danlu.data.collate import Collator
     from danlu.models.load import load_model
 
     loaded = load_model(reward_model_args(cfg, path), head="score")
@@ -52,10 +50,10 @@ def reward_model_scorer(cfg: Any, path: str, tokenizer: Any) -> Any:
 
     def score(prompts: list, completions: list, prompt_ids: list, completion_ids: list, **_: Any):
         rows = [p + c for p, c in zip(prompt_ids, completion_ids, strict=True)]
-        longest = max(len(r) for r in rows)
-        ids = torch.tensor([r + [pad] * (longest - len(r)) for r in rows], device=device)
-        mask = torch.tensor([[1] * len(r) + [0] * (longest - len(r)) for r in rows], device=device)
+        batch = Collator(pad)([{"input_ids": r, "labels": r} for r in rows])
         with torch.no_grad():
-            return model(input_ids=ids, attention_mask=mask).logits.squeeze(-1).float().tolist()
+            out = model(input_ids=batch["input_ids"].to(device),
+                        attention_mask=batch["attention_mask"].to(device))  # fmt: skip
+        return out.logits.squeeze(-1).float().tolist()
 
     return score

@@ -36,11 +36,16 @@ class StageMetrics:
         self._stage_init()
         return {k: round(v / n, 4) for k, v, n in zip(keys, sums, counts, strict=True) if n}
 
-    def policy_logps(self, model: Any, inputs: dict, labels: Any) -> tuple[Any, Any, Any]:
-        """The trained model's summed answer log-probs, counts and output (with gradient)."""
+    def policy_logps(
+        self, model: Any, inputs: dict, labels: Any, paired: bool = False
+    ) -> tuple[Any, Any, Any]:
+        """The trained model's summed answer log-probs, counts and output (with gradient);
+        `paired`: rows i and B+i share a prompt, computed once (models/shared_prefix.py)."""
         from danlu.models.logps import answer_logps_of
+        from danlu.models.shared_prefix import pair_logps_of
 
-        return answer_logps_of(model, inputs, labels, self.accelerator.unwrap_model(model))
+        scorer = pair_logps_of if paired else answer_logps_of
+        return scorer(model, inputs, labels, self.accelerator.unwrap_model(model))
 
     @contextlib.contextmanager
     def as_reference(self, model: Any) -> Iterator[tuple[Any, Any]]:
@@ -58,8 +63,9 @@ class StageMetrics:
                     yield model, unwrapped
 
     def reference_logps(self, model: Any, inputs: dict, labels: Any) -> Any:
-        """The reference's summed answer log-probs."""
-        from danlu.models.logps import answer_logps_of
+        """The reference's summed answer log-probs of a batch of pairs (dpo's chosen and
+        rejected, kto's records and their mismatched rows: row i and row B+i share a prompt)."""
+        from danlu.models.shared_prefix import pair_logps_of
 
         with self.as_reference(model) as (call, probe):
-            return answer_logps_of(call, inputs, labels, probe)[0]
+            return pair_logps_of(call, inputs, labels, probe)[0]

@@ -17,7 +17,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from danlu.models.logps import answer_logps_of
+from danlu.models.shared_prefix import pair_logps_of
 from danlu.train.grpo import GrpoLoss, GrpoParams
 from danlu.train.kto import KtoLoss, KtoParams
 from danlu.train.preference import REFERENCE_FREE, PrefParams, dpo_loss, reward_loss
@@ -62,7 +62,9 @@ def get_stage(name: str) -> Stage:
     return STAGES[name]
 
 
-def stage_setup(cfg: Any, reference: str, ref_model: Any, tokenizer: Any) -> tuple:
+def stage_setup(
+    cfg: Any, reference: str, ref_model: Any, tokenizer: Any, generation_config: Any = None
+) -> tuple:
     """What the stage's loss mixin is set up with (`stage_setup(*these)`)."""
     params = stage_params(cfg)
     if params is None:
@@ -74,7 +76,8 @@ def stage_setup(cfg: Any, reference: str, ref_model: Any, tokenizer: Any) -> tup
 
     loader = lambda path: reward_model_scorer(cfg, path, tokenizer)  # noqa: E731
     rewards = load_rewards(cfg.reward_funcs, cfg.max_completion_length, loader)
-    return (params, reference, ref_model, rewards, stop_ids(cfg, tokenizer), _sampler(cfg))
+    stops = stop_ids(cfg, tokenizer, generation_config)
+    return (params, reference, ref_model, rewards, stops, _sampler(cfg))
 
 
 def _sampler(cfg: Any) -> Any:
@@ -139,7 +142,7 @@ class DpoLoss(StageMetrics):
     ) -> Any:
         ref = (inputs.pop("ref_chosen_logps", None), inputs.pop("ref_rejected_logps", None))
         labels = inputs.pop("labels")
-        logps, counts, outputs = self.policy_logps(model, inputs, labels)
+        logps, counts, outputs = self.policy_logps(model, inputs, labels, paired=True)
         half = logps.shape[0] // 2
         if self.reference in ("adapter_off", "copy"):
             ref = self._reference_logps(model, inputs, labels, half)
@@ -201,7 +204,7 @@ def precompute_reference(model: Any, dataset: Any, collator: Any, batch_size: in
                 rows = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
                 batch = {k: v.to(device) for k, v in collator(rows).items()}
                 labels = batch.pop("labels")
-                logps, _, _ = answer_logps_of(model, batch, labels)
+                logps, _, _ = pair_logps_of(model, batch, labels)
                 half = logps.shape[0] // 2
                 chosen += logps[:half].tolist()
                 rejected += logps[half:].tolist()
