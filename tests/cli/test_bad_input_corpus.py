@@ -381,8 +381,68 @@ OTHER_CASES = [
     _cmd("data-preview-bad-n", lambda c: (["data", "preview", c.config("n"), "--n", "many"], "--n")),
 ]  # fmt: skip
 
+
+def _docs(c, name: str, files: dict[str, str]) -> str:
+    folder = c.root / "rag" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for file, text in files.items():
+        (folder / file).write_text(text, encoding="utf-8")
+    return str(folder)
+
+
+def _rag_index(c, *extra: str) -> list[str]:
+    docs = _docs(c, "good", {"tea.md": "# Tea\nGreen tea wants water at 80 °C."})
+    return [
+        "rag",
+        "index",
+        "--docs",
+        docs,
+        "--index",
+        str(c.root / "rag" / "ix"),
+        "--quiet",
+        *extra,
+    ]
+
+
+def _other_settings(c):
+    assert main(_rag_index(c)) == 0  # the index, as first built
+    return _rag_index(c, "chunk_size=100"), "built with chunk_size 200, this run has 100"
+
+
+RAG_CASES = [
+    _cmd("rag-index-missing-docs", lambda c: (["rag", "index", "--docs", str(c.path("nothing-here")),
+                                               "--index", str(c.root / "rag" / "x")],
+                                              f"docs: {c.path('nothing-here')}: no such file or folder")),
+    _cmd("rag-index-no-docs", lambda c: (["rag", "index", "--index", str(c.root / "rag" / "x")],
+                                         "rag_docs: nothing to index")),
+    _cmd("rag-index-no-readable-files", lambda c: (["rag", "index", "--docs", _docs(c, "png", {"a.png": "x"}),
+                                                    "--index", str(c.root / "rag" / "x")],
+                                                   "rag_docs: no .txt/.md/.html/.pdf/.docx/.jsonl file")),
+    _cmd("rag-index-empty-corpus", lambda c: (["rag", "index", "--docs", _docs(c, "blank", {"a.txt": " "}),
+                                               "--index", str(c.root / "rag" / "blank-ix")],
+                                              "rag_docs: no text found to index")),
+    _cmd("rag-index-bad-embedder", lambda c: (_rag_index(c, f"embedding_model={c.root / 'nothing-here'}"),
+                                              "not a sentence-transformers folder")),
+    _cmd("rag-index-overlap", lambda c: (_rag_index(c, "chunk_overlap=150"),
+                                         "chunk_overlap must be in [0, chunk_size / 2)")),
+    _cmd("rag-index-other-settings", _other_settings),
+    _cmd("rag-ask-no-index", lambda c: (["rag", "ask", "--index", str(c.root / "rag" / "none"), "q?"],
+                                        "no index there (build one with danlu rag index)")),
+    _cmd("rag-ask-template-slots", lambda c: (["rag", "ask", "--index", str(c.root / "rag" / "none"),
+                                               "rag_template=Answer: {question}", "q?"],
+                                              "rag_template")),
+    _cmd("rag-ask-bad-top-k", lambda c: (["rag", "ask", "--index", "x", "--top-k", "0", "q?"],
+                                         "top_k must be >= 1")),
+]  # fmt: skip
+
 CASES = (
-    DATA_FILE_CASES + CONFIG_CASES + CONFIG_FILE_CASES + _model_cases() + TRAIN_CASES + OTHER_CASES
+    DATA_FILE_CASES
+    + CONFIG_CASES
+    + CONFIG_FILE_CASES
+    + _model_cases()
+    + TRAIN_CASES
+    + OTHER_CASES
+    + RAG_CASES
 )
 
 
@@ -547,3 +607,10 @@ def test_bad_environment_gives_one_error_line(kind, corpus, mounts, capfd, monke
         assert not list(
             (mounts["small"] / "run").rglob("*.safetensors")
         )  # nothing half-written kept
+
+
+def test_rag_index_refused_before_it_creates_an_index(corpus, capfd):
+    where = corpus.root / "rag" / "never-made"
+    assert run_main(["rag", "index", "--docs", str(corpus.path("nothing-here")), "--index", str(where)]) == 2
+    capfd.readouterr()
+    assert not where.exists()

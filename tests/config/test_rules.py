@@ -1,5 +1,7 @@
 """The rule table: each rule can fail, and names its key."""
 
+import re
+
 import pytest
 
 from danlu.config import ConfigError, load_config
@@ -66,6 +68,13 @@ BAD = {
     "eval_max_new_tokens": 0,
     "eval_temperature": 0,
     "eval_top_p": 0,
+    # rag
+    "embedding_batch_size": 0,
+    "chunk_size": 8,
+    "top_k": 0,
+    "rrf_k": 0,
+    "rag_max_new_tokens": 0,
+    "rag_template": "no slots here",
 }
 
 
@@ -123,3 +132,22 @@ def test_distributed_combinations_that_are_fine():
     assert cfg.deepspeed == "zero2"
     cfg = load_config(None, ["distributed=fsdp", "fsdp_offload=true", "node_rank=1", "nnodes=2"])
     assert (cfg.distributed, cfg.fsdp_offload, cfg.node_rank) == ("fsdp", True, 1)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["chunk_overlap=100"],
+            "chunk_size=200, chunk_overlap=100: chunk_overlap must be in [0, chunk_size / 2)",
+        ),
+        (
+            ["parent_chunk_size=150"],
+            "chunk_size=200, parent_chunk_size=150: parent_chunk_size must be 0 (off)",
+        ),
+    ],
+)
+def test_rag_chunk_rules(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, overrides)
+    load_config(None, ["chunk_overlap=99", "parent_chunk_size=201"])  # the edges that pass

@@ -43,6 +43,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "multi-turn terminal chat with a model or a run (streaming; -q for one question)",
     ),
     "serve": ("serve", "OpenAI-compatible API server with a web chat page (127.0.0.1 by default)"),
+    "rag": ("rag", "knowledge base: index documents, ask with cited passages (hybrid retrieval)"),
 }
 
 

@@ -58,7 +58,31 @@ def run(args: argparse.Namespace) -> int:
     _ask("after fine-tuning", tuned, args.max_new_tokens)
     _report(cfg, result.final_dir, args.max_new_tokens)
     _serve_and_ask(tuned, args.max_new_tokens)
+    _ask_with_retrieval(cfg, tuned, args.max_new_tokens)
     return 0
+
+
+def _ask_with_retrieval(cfg: Any, model_args: ModelArgs, max_new_tokens: int) -> None:
+    """The seeds' point: knowledge belongs in an index, not only in the weights. Index our tea
+    sheet (examples/docs) and ask the fine-tuned model again, with the passages it cites."""
+    from danlu.cli.rag import grounded_answer, index_docs
+
+    docs = _demo_config(None).parent / "docs"
+    if not docs.is_dir():
+        say("rag: examples/docs not found; skipped")
+        return
+    # top_k 1: a 135M model answers from one passage; given several, it mixes their numbers
+    rag = load_config(None, [f"rag_docs=[{str(docs)!r}]", "top_k=1",
+                             f"rag_index={str(Path(cfg.output_dir) / 'rag-index')!r}"])  # fmt: skip
+    try:
+        report = index_docs(rag, log=lambda _: None)
+    except UsageError as exc:  # the rag extra is not installed
+        say(f"rag: skipped ({exc})")
+        return
+    say(f"--- with retrieval: index {rag.rag_index}: {report.summary()} ---")
+    question = QUESTIONS[2]
+    sys.stdout.write(f"user: {question}\nassistant: ")
+    grounded_answer(rag, model_args, question, max_new_tokens, write=sys.stdout.write)
 
 
 def _fit_to_this_cpu(cfg: Any, overrides: list[str]) -> Any:

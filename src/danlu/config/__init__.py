@@ -2,6 +2,7 @@
 
 from danlu.config import eval_args as _eval_args  # noqa: F401  (registers the eval section)
 from danlu.config import methods as _methods  # noqa: F401  (registers the method sections)
+from danlu.config import rag_args as _rag_args  # noqa: F401  (registers the rag section)
 from danlu.config import sections as _sections  # noqa: F401  (registers the core sections)
 from danlu.config import stages as _stages  # noqa: F401  (registers the preference section)
 from danlu.config.load import Config, dump_config, load_config, save_config

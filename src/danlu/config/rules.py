@@ -244,6 +244,27 @@ RULES: list[Rule] = [
         lambda n, d: n == 0 or d is not None,
         "n_shot > 0 needs mc_dev (the file the examples come from)",
     ),
+    # knowledge base (danlu rag)
+    Rule(("embedding_batch_size",), lambda v: v >= 1, "must be >= 1"),
+    Rule(("chunk_size",), lambda v: v >= 16, "must be >= 16"),
+    Rule(
+        ("chunk_size", "chunk_overlap"),
+        lambda s, o: 0 <= o < s // 2,
+        "chunk_overlap must be in [0, chunk_size / 2)",
+    ),
+    Rule(
+        ("chunk_size", "parent_chunk_size"),
+        lambda s, p: p == 0 or p > s,
+        "parent_chunk_size must be 0 (off) or more than chunk_size",
+    ),
+    Rule(("top_k",), lambda v: v >= 1, "must be >= 1"),
+    Rule(("rrf_k",), lambda v: v >= 1, "must be >= 1"),
+    Rule(("rag_max_new_tokens",), lambda v: v >= 1, "must be >= 1"),
+    Rule(
+        ("rag_template",),
+        _opt(lambda v: _is_file(v) or ("{context}" in v and "{question}" in v)),
+        "must be a file, or a text with {context} and {question}",
+    ),
     # output
     Rule(("logging_steps",), lambda v: v >= 1, "must be >= 1"),
     Rule(("save_steps",), lambda v: v >= 1, "must be >= 1"),
