@@ -431,6 +431,11 @@ RAG_CASES = [
     _cmd("rag-ask-template-slots", lambda c: (["rag", "ask", "--index", str(c.root / "rag" / "none"),
                                                "rag_template=Answer: {question}", "q?"],
                                               "rag_template")),
+    _cmd("eval-retrieval-no-data", lambda c: (["eval", c.config("eval-retr", eval_task=["retrieval"])],
+                                              "retrieval needs retrieval_data")),
+    _cmd("eval-retrieval-bad-record", lambda c: (["eval", c.config("eval-retr-ix", eval_task=["retrieval"],
+                                                                   retrieval_data=str(c.good_data))],
+                                                 f"{c.good_data}:1: a retrieval record needs a 'question'")),
     _cmd("rag-ask-bad-top-k", lambda c: (["rag", "ask", "--index", "x", "--top-k", "0", "q?"],
                                          "top_k must be >= 1")),
 ]  # fmt: skip
@@ -611,6 +616,11 @@ def test_bad_environment_gives_one_error_line(kind, corpus, mounts, capfd, monke
 
 def test_rag_index_refused_before_it_creates_an_index(corpus, capfd):
     where = corpus.root / "rag" / "never-made"
-    assert run_main(["rag", "index", "--docs", str(corpus.path("nothing-here")), "--index", str(where)]) == 2
+    assert (
+        run_main(
+            ["rag", "index", "--docs", str(corpus.path("nothing-here")), "--index", str(where)]
+        )
+        == 2
+    )
     capfd.readouterr()
     assert not where.exists()

@@ -124,7 +124,7 @@ def test_compare_function_for_the_demo(tiny_model_dir, lora_dir, tmp_path):
         (
             ["eval_task=generation,bleu"],
             "override 'eval_task=generation,bleu': eval_task must list only "
-            "generation, multiple_choice, perplexity, preference, got ['generation', 'bleu']",
+            "generation, multiple_choice, perplexity, preference, retrieval, got ['generation', 'bleu']",
         ),
         (
             ["mc_data=x.jsonl", "n_shot=2"],

@@ -35,7 +35,9 @@ def test_english_question_gets_the_english_template_with_numbered_passages():
 def test_chinese_question_gets_the_seed_template():
     g = ground("乌龙茶用多少度的水？", PASSAGES, None, 0.0)
     assert g.prompt.startswith("已知信息：\n[1] Green tea\nUse water at 80 °C.")
-    assert "根据已知信息无法回答该问题" in g.prompt and g.prompt.endswith("问题是：乌龙茶用多少度的水？")
+    assert "根据已知信息无法回答该问题" in g.prompt and g.prompt.endswith(
+        "问题是：乌龙茶用多少度的水？"
+    )
 
 
 def test_below_the_threshold_the_answer_is_the_refusal():
@@ -48,8 +50,11 @@ def test_below_the_threshold_the_answer_is_the_refusal():
 def test_own_template_needs_both_slots(tmp_path):
     own = tmp_path / "t.txt"
     own.write_text("Context: {context}\nQ: {question}", encoding="utf-8")
-    assert ground("q?", PASSAGES[:1], str(own), 0).prompt == "Context: [1] Green tea\nUse water at 80 °C.\nQ: q?"
+    assert (
+        ground("q?", PASSAGES[:1], str(own), 0).prompt
+        == "Context: [1] Green tea\nUse water at 80 °C.\nQ: q?"
+    )
     with pytest.raises(UsageError, match=r"^rag_template: needs \{question\}"):
         load_template("only {context}", "q")
-    with pytest.raises(UsageError, match="^question: empty$"):
+    with pytest.raises(UsageError, match=r"^question: empty$"):
         ground("  ", PASSAGES, None, 0)

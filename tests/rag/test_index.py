@@ -35,7 +35,9 @@ def test_incremental_reindex_counts_and_reuses_vectors(tmp_path, bag, rag_cfg):
     assert (first.added, first.updated, first.removed, first.unchanged) == (3, 0, 0, 0)
     assert first.chunks == first.embedded == 3
     (docs / "black.md").unlink()
-    (docs / "green.md").write_text(TEA["green.md"] + "\n## Cold brew\nSteep overnight in the fridge.\n")
+    (docs / "green.md").write_text(
+        TEA["green.md"] + "\n## Cold brew\nSteep overnight in the fridge.\n"
+    )
     (docs / "white.txt").write_text("White tea: 85 °C.", encoding="utf-8")
     bag.embedded.clear()
     second = _index(cfg, bag)
@@ -46,7 +48,13 @@ def test_incremental_reindex_counts_and_reuses_vectors(tmp_path, bag, rag_cfg):
     assert second.chunks == 4 and second.embedded == 2
     assert "removed" in second.summary() and "1 removed" in second.summary()
     third = _index(cfg, bag)
-    assert (third.added, third.updated, third.removed, third.unchanged, third.embedded) == (0, 0, 0, 3, 0)
+    assert (third.added, third.updated, third.removed, third.unchanged, third.embedded) == (
+        0,
+        0,
+        0,
+        3,
+        0,
+    )
 
 
 def test_hybrid_finds_chinese_through_bm25_and_english_through_both(tmp_path, bag, rag_cfg):
@@ -70,7 +78,9 @@ def test_settings_are_never_mixed(tmp_path, bag, rag_cfg):
     with pytest.raises(UsageError, match=r"built with chunk_size 200, this run has 100"):
         _index(rag_cfg([docs], "chunk_size=100"), bag)
     bag.fingerprint = "another-model"
-    with pytest.raises(UsageError, match=r"built with embedding_fingerprint 'bag-1', this run has 'another-model'"):
+    with pytest.raises(
+        UsageError, match=r"built with embedding_fingerprint 'bag-1', this run has 'another-model'"
+    ):
         _index(rag_cfg([docs]), bag)
 
 
@@ -116,7 +126,10 @@ def test_unreadable_files_are_named_and_the_rest_indexed(tmp_path, bag, rag_cfg)
 def test_window_and_empty_corpus_errors(tmp_path, bag, rag_cfg):
     docs = write(tmp_path / "docs", TEA)
     bag.max_tokens = 128
-    with pytest.raises(UsageError, match=r"^chunk_size: 200 tokens is more than the embedding model's window of 128"):
+    with pytest.raises(
+        UsageError,
+        match=r"^chunk_size: 200 tokens is more than the embedding model's window of 128",
+    ):
         _index(rag_cfg([docs]), bag)
     empty = write(tmp_path / "empty", {"a.png": "x"})
     with pytest.raises(UsageError, match=r"^rag_docs: no \.txt/\.md/.* file in "):

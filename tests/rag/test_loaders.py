@@ -86,7 +86,10 @@ def test_docx_headings(tmp_path):
     document.add_heading("Green", level=2)
     document.add_paragraph("80 °C.")
     document.save(tmp_path / "t.docx")
-    assert load(tmp_path / "t.docx") == [Section(("Tea",), "Intro."), Section(("Tea", "Green"), "80 °C.")]
+    assert load(tmp_path / "t.docx") == [
+        Section(("Tea",), "Intro."),
+        Section(("Tea", "Green"), "80 °C."),
+    ]
 
 
 def test_folders_recursively_other_types_counted(tmp_path):

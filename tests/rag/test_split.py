@@ -22,8 +22,15 @@ def words(texts):
 def test_sentence_ends_in_both_languages():
     text = "绿茶用八十度的水。红茶呢？用沸水！“好的。”Mr. Smith said: brew it. Is it done? Yes!\nNext line"
     assert sentences(text) == [
-        "绿茶用八十度的水。", "红茶呢？", "用沸水！", "“好的。”", "Mr.", "Smith said: brew it.",
-        "Is it done?", "Yes!", "Next line",
+        "绿茶用八十度的水。",
+        "红茶呢？",
+        "用沸水！",
+        "“好的。”",
+        "Mr.",
+        "Smith said: brew it.",
+        "Is it done?",
+        "Yes!",
+        "Next line",
     ]
 
 
@@ -52,7 +59,10 @@ def test_chinese_joins_without_spaces_and_headings_travel():
 def test_a_long_sentence_is_cut_at_clauses_then_by_length():
     long = "，".join(["一二三四五六"] * 4) + "。"  # 4 clauses of 6-7 tokens
     chunks = split([Section((), long)], words, size=16, overlap=0)
-    assert [c.text for c in chunks] == ["一二三四五六，一二三四五六，", "一二三四五六，一二三四五六。"]
+    assert [c.text for c in chunks] == [
+        "一二三四五六，一二三四五六，",
+        "一二三四五六，一二三四五六。",
+    ]
     solid = " ".join(["word"] * 40)
     pieces = split([Section((), solid)], words, size=16, overlap=0)
     assert all(words([c.text])[0] <= 16 for c in pieces)
@@ -65,5 +75,5 @@ def test_parent_child_chunks_answer_with_their_parent():
     parents = sorted({c.parent for c in chunks})
     assert len(parents) == 2
     assert all(c.text in c.parent for c in chunks)
-    assert [c.text for c in chunks if c.parent == parents[0]][0].startswith("Sentence 0")
+    assert next(c.text for c in chunks if c.parent == parents[0]).startswith("Sentence 0")
     assert isinstance(chunks[0], Chunk) and chunks[0].headings == ("H",)

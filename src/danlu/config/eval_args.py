@@ -34,10 +34,11 @@ class EvalModel:
 @section("eval")
 class EvalArgs:
     eval_task: list[str] = field(default_factory=list)
-    """`danlu eval` tasks: generation, multiple_choice, perplexity, preference (a list, or
-    comma-separated). Empty = every task whose data is set: generation and perplexity on
-    `eval_data`, multiple_choice on `mc_data`; preference (pairwise `eval_data`: how often the
-    chosen answer wins) only when listed."""
+    """`danlu eval` tasks: generation, multiple_choice, perplexity, preference, retrieval (a
+    list, or comma-separated). Empty = every task whose data is set: generation and perplexity
+    on `eval_data`, multiple_choice on `mc_data`; preference (pairwise `eval_data`: how often
+    the chosen answer wins) and retrieval (`retrieval_data` against `rag_index`) only when
+    listed."""
     eval_data: list[DataSource] = field(default_factory=list)
     """Data for generation (the reference is each record's last assistant turn) and perplexity
     (loss-masked as in training): entries like `data:`'s, any format the data pipeline reads."""

@@ -56,3 +56,6 @@ class RagArgs:
     template (已知信息...) for Chinese questions, its English counterpart otherwise."""
     rag_max_new_tokens: int = 512
     """Most tokens in an answer."""
+    retrieval_data: str | None = None
+    """`danlu eval` task retrieval: jsonl of {"question", "source"} (a file name, or file#N for
+    one chunk); recall@top_k and MRR of the index in hybrid, dense and bm25 mode."""

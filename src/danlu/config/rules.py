@@ -211,8 +211,15 @@ RULES: list[Rule] = [
     # evaluation (danlu eval)
     Rule(
         ("eval_task",),
-        lambda v: set(v) <= {"generation", "multiple_choice", "perplexity", "preference"},
-        "must list only generation, multiple_choice, perplexity, preference",
+        lambda v: (
+            set(v) <= {"generation", "multiple_choice", "perplexity", "preference", "retrieval"}
+        ),
+        "must list only generation, multiple_choice, perplexity, preference, retrieval",
+    ),
+    Rule(
+        ("eval_task", "retrieval_data"),
+        lambda t, d: "retrieval" not in t or d is not None,
+        "retrieval needs retrieval_data (question -> source jsonl) and an index (rag_index)",
     ),
     Rule(
         ("eval_data",),

@@ -56,6 +56,8 @@ def new_report(cfg: Any, tasks: list[str], targets: list[Any], inputs: Any) -> d
         elif task == "preference":
             entry.update(data=data, records=inputs.conv_stats, template=cfg.template,
                          cutoff_len=cfg.cutoff_len)  # fmt: skip
+        elif task == "retrieval":
+            entry.update(data=[cfg.retrieval_data], index=cfg.rag_index, top_k=cfg.top_k)
         elif task == "perplexity":
             entry.update(
                 data=data,
@@ -141,7 +143,11 @@ def _table(rows: list[list[str]]) -> str:
 
 
 def glance_markdown(report: dict[str, Any]) -> str:
-    return "## At a glance\n\n" + _table(glance_rows(report)) + "\n"
+    rows = glance_rows(report)
+    text = "## At a glance\n\n" + _table(rows) + "\n" if len(rows) > 1 else ""
+    if "retrieval" in report["tasks"]:  # the index's scores, one row per retrieval mode
+        text += "\n" + _retrieval_section(report["tasks"]["retrieval"])
+    return text
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -150,7 +156,8 @@ def markdown(report: dict[str, Any]) -> str:
              "Models: " + "; ".join(_model_line(m) for m in report["models"]) + "\n",
              glance_markdown(report)]  # fmt: skip
     for task, entry in report["tasks"].items():
-        parts.append(_task_section(task, entry, _models(report)))
+        if task != "retrieval":  # already in the glance
+            parts.append(_task_section(task, entry, _models(report)))
     return "\n".join(parts)
 
 
@@ -162,6 +169,8 @@ def _model_line(m: dict[str, Any]) -> str:
 def _task_section(task: str, entry: dict[str, Any], names: list[str]) -> str:
     results = entry["results"]
     lines = [f"## {task}\n"]
+    if task == "retrieval":
+        return _retrieval_section(entry)
     if task == "multiple_choice":
         lines.append(f"`{entry['data']}`: {entry['questions']} questions, {entry['subjects']} subjects, "
                      f"{entry['n_shot']}-shot, prompt `{entry['language']}`, chat template "
@@ -187,6 +196,17 @@ def _task_section(task: str, entry: dict[str, Any], names: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _retrieval_section(entry: dict[str, Any]) -> str:
+    """One row per retrieval mode: the index's scores do not depend on the models."""
+    k = entry["top_k"]
+    rows = [["retrieval", f"recall@{k} %", f"MRR@{k}", "questions", "seconds"]]
+    for mode, r in entry["results"].items():
+        rows.append([mode, _fmt(r[f"recall@{k}"]), f"{r[f'mrr@{k}']:.4f}", str(r["questions"]),
+                     str(r["seconds"])])  # fmt: skip
+    return (f"## retrieval\n\nindex `{entry['index']}`, questions `{entry['data'][0]}`\n\n"
+            + _table(rows) + "\n")  # fmt: skip
+
+
 def _subject_cell(result: dict[str, Any], subject: str) -> str:
     s = result.get("subjects", {}).get(subject)
     return "-" if s is None else f"{s['accuracy']:.1f} ({s['correct']}/{s['total']})"
@@ -201,6 +221,8 @@ def write_chart(report: dict[str, Any], path: Path) -> Path | None:
     names = _models(report)
     panels = [t for t in ("generation", "multiple_choice", "perplexity", "preference")
               if t in report["tasks"]]  # fmt: skip
+    if not panels:  # retrieval alone: its table says it all
+        return None
     fig = Figure(figsize=(5 * len(panels) + 1, 4), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, task in zip(axes, panels, strict=True):

@@ -24,7 +24,8 @@ from typing import Any
 from danlu.eval.models import EvalTarget, resolve_targets
 from danlu.utils.errors import UsageError
 
-TASKS = ("generation", "multiple_choice", "perplexity", "preference")
+TASKS = ("generation", "multiple_choice", "perplexity", "preference", "retrieval")
+RETRIEVAL_MODES = ("hybrid", "dense", "bm25")
 _log = logging.getLogger("danlu.eval")
 Say = Callable[[str], None]
 
@@ -92,7 +93,10 @@ def evaluate(cfg: Any, log: Say | None = None, quiet: bool = False) -> dict[str,
     inputs = read_inputs(cfg, tasks)
     out = Path(cfg.eval_output_dir).expanduser()
     report = new_report(cfg, tasks, targets, inputs)
-    for target in targets:
+    if "retrieval" in tasks:  # of the index, not of a model: once, in each retrieval mode
+        report["tasks"]["retrieval"]["results"] = _retrieval(cfg, say)
+        tasks = [t for t in tasks if t != "retrieval"]
+    for target in targets if tasks else []:
         start = time.perf_counter()
         loaded = load_model(target.model_args, head=_head(target, tasks))
         say(f"eval: {target.name}: loaded in {time.perf_counter() - start:.1f}s")
@@ -108,6 +112,24 @@ def evaluate(cfg: Any, log: Say | None = None, quiet: bool = False) -> dict[str,
     written = write_report(report, out)
     say(f"eval: report written to {', '.join(str(p) for p in written)}")
     return report
+
+
+def _retrieval(cfg: Any, say: Say) -> dict[str, Any]:
+    from danlu.rag import open_index
+    from danlu.rag.evaluate import evaluate_retrieval, read_questions
+
+    questions = read_questions(cfg.retrieval_data)
+    store, _, retriever = open_index(cfg)
+    results = {}
+    try:
+        for mode in RETRIEVAL_MODES:
+            start = time.perf_counter()
+            result = evaluate_retrieval(retriever, questions, cfg.top_k, mode)
+            results[mode] = {**result, "seconds": round(time.perf_counter() - start, 3)}
+            say(f"eval: retrieval {mode}: {_headline('retrieval', results[mode])}")
+    finally:
+        store.close()
+    return results
 
 
 def _head(target: EvalTarget, tasks: list[str]) -> str:
@@ -141,6 +163,8 @@ def _headline(task: str, r: dict[str, Any]) -> str:
     if task == "preference":
         shown = [f"{k} {r[k]:.1f}" for k in ("accuracy", "logp_accuracy") if k in r]
         return f"{', '.join(shown)} on {r['pairs']} pairs ({r['scorer']})"
+    if task == "retrieval":
+        return ", ".join(f"{k} {v}" for k, v in r.items() if k.startswith(("recall", "mrr")))
     return f"loss {r['loss']:.4f}, perplexity {r['perplexity']:.3f} on {r['tokens']} tokens"
 
 
