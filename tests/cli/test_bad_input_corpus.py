@@ -436,6 +436,11 @@ RAG_CASES = [
     _cmd("eval-retrieval-bad-record", lambda c: (["eval", c.config("eval-retr-ix", eval_task=["retrieval"],
                                                                    retrieval_data=str(c.good_data))],
                                                  f"{c.good_data}:1: a retrieval record needs a 'question'")),
+    _cmd("serve-rag-no-index", lambda c: (["serve", "--model", str(c.tiny), "--port", "0", "--rag-index",
+                                           str(c.root / "rag" / "none")], "no index there")),
+    _cmd("serve-bad-embedder", lambda c: (["serve", "--model", str(c.tiny), "--port", "0",
+                                           "--embedding-model", str(c.path("nothing-here"))],
+                                          "not a sentence-transformers folder")),
     _cmd("rag-ask-bad-top-k", lambda c: (["rag", "ask", "--index", "x", "--top-k", "0", "q?"],
                                          "top_k must be >= 1")),
 ]  # fmt: skip

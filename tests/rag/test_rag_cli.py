@@ -76,3 +76,19 @@ def test_ask_takes_overrides_anywhere(index, capsys):
     assert main(argv) == 0
     passages = json.loads(capsys.readouterr().out)["passages"]
     assert len(passages) == 1 and "sealed tin" in passages[0]["text"]
+
+
+def test_serve_knowledge_from_the_index(index, capsys):
+    import argparse
+
+    from danlu.cli.serve import _knowledge
+
+    root, docs = index
+    main(["rag", "index", "--docs", str(docs), "--index", str(root / "ix"), "--quiet"])
+    args = argparse.Namespace(rag_index=str(root / "ix"), embedding_model=None, top_k=2)
+    knowledge = _knowledge(args)
+    prompt, passages, refusal = knowledge.ground("How hot should the water be for green tea?")
+    assert refusal is None and len(passages) == 2 and "80 °C" in prompt
+    vectors, tokens = knowledge.embed(["green tea", "绿茶"])
+    assert len(vectors) == 2 and len(vectors[0]) == 384 and tokens > 0
+    assert knowledge.embedding_model == "all-MiniLM-L6-v2"

@@ -13,6 +13,7 @@ import ipaddress
 import os
 import socket
 import sys
+from typing import Any
 
 from danlu.infer.options import add_model_arguments, model_args, serving_threads
 from danlu.utils.errors import RuntimeFailure, UsageError
@@ -67,7 +68,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
+    k = parser.add_argument_group("knowledge base")
+    k.add_argument("--rag-index", help="ground chat answers on this index (danlu rag index); the "
+                   "response's `passages` field lists the sources; also serves /v1/embeddings")  # fmt: skip
+    k.add_argument("--embedding-model", help="serve /v1/embeddings with this sentence-transformers "
+                   "folder (or auto: the embedded default); default: the index's")  # fmt: skip
+    k.add_argument("--top-k", type=int, help="passages per grounded answer (default: 4)")
     add_model_arguments(parser)
+
+
+def _knowledge(args: argparse.Namespace) -> Any:
+    """The index and embedder behind --rag-index / --embedding-model, loaded before the model."""
+    if not args.rag_index and not args.embedding_model:
+        return None
+    import threading
+
+    from danlu.config import load_config
+    from danlu.infer.grounding import Knowledge
+    from danlu.rag import open_index
+    from danlu.rag.ask import ground
+    from danlu.rag.embed import Embedder
+
+    keys = [f"rag_index={args.rag_index!r}"] if args.rag_index else []
+    keys += [f"top_k={args.top_k}"] if args.top_k is not None else []
+    keys += [f"embedding_model={args.embedding_model!r}"] if args.embedding_model else []
+    cfg = load_config(None, keys)
+    lock = threading.Lock()  # one retrieval at a time over the one SQLite connection
+    retriever = open_index(cfg)[2] if args.rag_index else None
+    embedder = retriever.embedder if retriever else Embedder(cfg.embedding_model)
+
+    def grounded(question: str) -> tuple[str, list[dict], str | None]:
+        with lock:
+            passages = retriever.search(question)
+        g = ground(question, passages, cfg.rag_template, cfg.score_threshold)
+        return g.prompt, [p.as_json() for p in passages], g.refusal
+
+    def embed(texts: list[str]) -> tuple[list[list[float]], int]:
+        with lock:
+            return embedder.passages(texts).tolist(), sum(embedder.count(texts))
+
+    return Knowledge(grounded if retriever else None, embed, embedder.name)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
     from danlu.infer.server import ServerOptions, create_app
 
     sock = _bind(args.host, args.port)
+    knowledge = _knowledge(args)
     engine = Engine.load(
         model_args(args, threads=serving_threads(args.threads)),
         name=args.served_model_name,
@@ -91,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         max_concurrent=args.max_concurrent,
         limits=Limits(max_tokens=args.max_tokens),
+        knowledge=knowledge,
     )
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host

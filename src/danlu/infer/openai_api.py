@@ -77,6 +77,8 @@ class Job:
     include_usage: bool = False
     chat_logprobs: bool = False
     extra_eos: frozenset[int] = frozenset()
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Top-level fields added to the response (the first chunk when streaming): `passages`."""
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
     created: int = field(default_factory=lambda: int(time.time()))
 

@@ -42,6 +42,7 @@ def chat_response(job: Job, engine: Engine, done: list[Completion]) -> dict[str,
         "model": job.model,
         "choices": choices,
         "usage": usage(sum(len(p) for p in job.prompts), sum(len(c.tokens) for c in done)),
+        **job.extra,
     }
 
 
@@ -64,7 +65,8 @@ def chat_chunk(
             "logprobs": logprobs,
             "finish_reason": out.finish_reason,
         }
-    return _chunk(job, "chat.completion.chunk", [choice])
+    chunk = _chunk(job, "chat.completion.chunk", [choice])
+    return {**chunk, **job.extra} if first and index == 0 else chunk
 
 
 def completion_response(job: Job, engine: Engine, done: list[Completion]) -> dict[str, Any]:

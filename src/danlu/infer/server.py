@@ -23,6 +23,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from danlu.infer.engine import Completion, Engine
+from danlu.infer.grounding import (
+    embeddings_response,
+    grounded_body,
+    parse_embeddings,
+    refusal_chunks,
+    refusal_response,
+)
 from danlu.infer.guard import browser_refusal
 from danlu.infer.openai_api import ApiError, Job, Limits, parse_chat, parse_completion
 from danlu.infer.openai_responses import (
@@ -45,6 +52,8 @@ class ServerOptions:
     max_concurrent: int = 64
     """Requests in flight (running or queued in the engine); more get 429."""
     limits: Limits = field(default_factory=Limits)
+    knowledge: Any = None
+    """danlu.infer.grounding.Knowledge: ground chats on an index, serve /v1/embeddings."""
 
 
 class BodyTooLarge(Exception):
@@ -94,8 +103,22 @@ def create_app(engine: Engine, options: ServerOptions | None = None) -> Any:
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Any:
-        job = parse_chat(await _json(request), engine, options.limits)
+        body, passages, refusal = await state.ground(await _json(request))
+        job = parse_chat(body, engine, options.limits)
+        if passages is not None:
+            job.extra["passages"] = passages
+        if refusal is not None:
+            return _refused(job, refusal)
         return await state.answer(job, request, StreamingResponse)
+
+    if options.knowledge is not None:
+
+        @app.post("/v1/embeddings")
+        async def embeddings(request: Request) -> Any:
+            knowledge = options.knowledge
+            texts, encoding = parse_embeddings(await _json(request), knowledge)
+            vectors, tokens = await asyncio.to_thread(knowledge.embed, texts)
+            return embeddings_response(vectors, knowledge.embedding_model, tokens, encoding)
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Any:
@@ -113,6 +136,12 @@ class _State:
         self.in_flight = 0
         self.started = int(time.time())
         self.page = resources.files("danlu.infer").joinpath("web/index.html").read_text("utf-8")
+
+    async def ground(self, body: Any) -> tuple[Any, list | None, str | None]:
+        """The request grounded on the index (retrieval runs off the event loop)."""
+        if self.options.knowledge is None:
+            return body, None, None
+        return await asyncio.to_thread(grounded_body, body, self.options.knowledge)
 
     async def answer(self, job: Job, request: Any, streaming: Any) -> Any:
         if self.in_flight >= self.options.max_concurrent:
@@ -204,6 +233,18 @@ class _Run:
             yield _sse(exc.body())
         finally:
             self.release()
+
+
+def _refused(job: Job, text: str) -> Any:
+    if not job.stream:
+        return refusal_response(job, text)
+
+    async def events() -> AsyncIterator[str]:
+        for chunk in refusal_chunks(job, text):
+            yield _sse(chunk)
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream")
 
 
 async def _wait_disconnect(http: Any) -> None:

@@ -84,7 +84,8 @@ class LocalStore:
             raise UsageError(f"index: {folder}: no index there (build one with danlu rag index)")
         folder.mkdir(parents=True, exist_ok=True)
         try:
-            self.db = sqlite3.connect(db, isolation_level="DEFERRED")
+            # check_same_thread off: the server retrieves on worker threads, one at a time
+            self.db = sqlite3.connect(db, isolation_level="DEFERRED", check_same_thread=False)
             self.db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise UsageError(f"index: {db}: not a danlu index ({exc})") from exc
