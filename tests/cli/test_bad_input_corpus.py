@@ -441,6 +441,10 @@ RAG_CASES = [
     _cmd("serve-bad-embedder", lambda c: (["serve", "--model", str(c.tiny), "--port", "0",
                                            "--embedding-model", str(c.path("nothing-here"))],
                                           "not a sentence-transformers folder")),
+    _cmd("rag-pgvector-no-dsn", lambda c: (_rag_index(c, "store=pgvector"), "store pgvector needs pg_dsn")),
+    _cmd("rag-pgvector-unreachable", lambda c: (_rag_index(c, "store=pgvector",
+                                                           "pg_dsn=postgresql://danlu@127.0.0.1:1/none"),
+                                                "pg_dsn: cannot connect:")),
     _cmd("rag-ask-bad-top-k", lambda c: (["rag", "ask", "--index", "x", "--top-k", "0", "q?"],
                                          "top_k must be >= 1")),
 ]  # fmt: skip

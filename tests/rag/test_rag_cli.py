@@ -92,3 +92,14 @@ def test_serve_knowledge_from_the_index(index, capsys):
     vectors, tokens = knowledge.embed(["green tea", "绿茶"])
     assert len(vectors) == 2 and len(vectors[0]) == 384 and tokens > 0
     assert knowledge.embedding_model == "all-MiniLM-L6-v2"
+
+
+def test_index_and_ask_on_pgvector(index, capsys, pg_dsn):
+    _, docs = index
+    keys = ["store=pgvector", f"pg_dsn={pg_dsn}"]
+    assert main(["rag", "index", "--docs", str(docs), "--index", "tea_cli", "--quiet", *keys]) == 0
+    assert "2 added" in capsys.readouterr().out
+    assert main(["rag", "ask", "--index", "tea_cli", "--json", "--no-generate", "--top-k", "1",
+                 "乌龙茶要用多少度的水？", *keys]) == 0  # fmt: skip
+    top = json.loads(capsys.readouterr().out)["passages"][0]
+    assert top["source"].split("#")[0].endswith("tea-guide-zh.md") and "95 °C" in top["text"]

@@ -39,6 +39,12 @@ class RagArgs:
     pgvector extension at `pg_dsn` (corpora beyond one machine's memory)."""
     pg_dsn: str | None = None
     """PostgreSQL connection string for store pgvector, e.g. postgresql://user@host/db."""
+    store: Literal["faiss", "pgvector"] = "faiss"
+    """faiss: SQLite + FAISS files in the folder `rag_index` (one machine); pgvector: tables
+    named after `rag_index` in the PostgreSQL database at `pg_dsn` (HNSW and full-text indexes
+    in the server: corpora beyond one machine's memory)."""
+    pg_dsn: str | None = None
+    """PostgreSQL connection string for store pgvector, e.g. postgresql://user@host:5432/db."""
     retrieval: Literal["hybrid", "dense", "bm25"] = "hybrid"
     """hybrid: dense and BM25 (jieba words for Chinese) fused by reciprocal rank; or one alone."""
     top_k: int = 4

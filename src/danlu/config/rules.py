@@ -265,6 +265,11 @@ RULES: list[Rule] = [
         "parent_chunk_size must be 0 (off) or more than chunk_size",
     ),
     Rule(("top_k",), lambda v: v >= 1, "must be >= 1"),
+    Rule(
+        ("store", "pg_dsn"),
+        lambda s, d: s != "pgvector" or bool(d),
+        "store pgvector needs pg_dsn (postgresql://user@host:port/db)",
+    ),
     Rule(("rrf_k",), lambda v: v >= 1, "must be >= 1"),
     Rule(("rag_max_new_tokens",), lambda v: v >= 1, "must be >= 1"),
     Rule(

@@ -13,7 +13,7 @@ from typing import Any
 from danlu.utils.errors import UsageError
 
 _PIP = {"faiss": "faiss-cpu", "sentence_transformers": "sentence-transformers", "bm25s": "bm25s",
-        "jieba": "jieba"}  # fmt: skip
+        "jieba": "jieba", "psycopg": "psycopg[binary]"}  # fmt: skip
 
 
 def need(module: str) -> Any:
@@ -29,6 +29,11 @@ def need(module: str) -> Any:
 
 
 def open_store(cfg: Any, create: bool) -> Any:
+    """The index's store: the folder `rag_index` (faiss), or its tables at `pg_dsn` (pgvector)."""
+    if cfg.store == "pgvector":
+        from danlu.rag.pgvector import PgVectorStore
+
+        return PgVectorStore(cfg.pg_dsn, cfg.rag_index, create=create)
     from danlu.rag.store import LocalStore
 
     return LocalStore(Path(cfg.rag_index).expanduser(), create=create)
