@@ -75,6 +75,7 @@ BAD = {
     "rrf_k": 0,
     "rag_max_new_tokens": 0,
     "rag_template": "no slots here",
+    "reranker": "/nonexistent/reranker",
 }
 
 

@@ -138,3 +138,27 @@ def test_window_and_empty_corpus_errors(tmp_path, bag, rag_cfg):
     blank = write(tmp_path / "blank", {"a.txt": "   \n"})
     with pytest.raises(UsageError, match=r"^rag_docs: no text found to index in "):
         _index(rag_cfg([blank], f"rag_index={tmp_path / 'other'}", "chunk_size=100"), bag)
+
+
+@pytest.mark.parametrize("store_kind", ["faiss"])
+def test_a_cross_encoder_reorders_and_scores_the_candidates(tmp_path, bag, rag_cfg):
+    """A tiny random cross-encoder (BERT, one label, the default embedder's tokenizer): the
+    passages come back in its order, with its scores."""
+    pytest.importorskip("sentence_transformers")
+    from sentence_transformers import CrossEncoder
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from danlu.rag.embed import resolve
+
+    folder = tmp_path / "reranker"
+    tokenizer = AutoTokenizer.from_pretrained(resolve("auto"))
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=64, num_labels=1)  # fmt: skip
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    cfg = rag_cfg([write(tmp_path / "docs", TEA)], f"reranker={folder}")
+    _index(cfg, bag)
+    got = _search(cfg, bag, "tea water", k=3)
+    want = CrossEncoder(str(folder)).predict([("tea water", p.text) for p in got])
+    assert [p.score for p in got] == pytest.approx([float(s) for s in want], abs=1e-5)
+    assert [p.score for p in got] == sorted((p.score for p in got), reverse=True)

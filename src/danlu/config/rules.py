@@ -271,6 +271,11 @@ RULES: list[Rule] = [
         "store pgvector needs pg_dsn (postgresql://user@host:port/db)",
     ),
     Rule(("rrf_k",), lambda v: v >= 1, "must be >= 1"),
+    Rule(
+        ("reranker",),
+        _opt(lambda v: Path(v).expanduser().is_dir()),
+        "must be a local cross-encoder folder (danlu never downloads)",
+    ),
     Rule(("rag_max_new_tokens",), lambda v: v >= 1, "must be >= 1"),
     Rule(
         ("rag_template",),
