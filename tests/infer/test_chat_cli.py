@@ -134,6 +134,13 @@ def test_serve_refuses_bad_options_before_loading(capsys):
     assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
 
 
+def _default_sigint() -> None:
+    """The child starts with SIGINT's default disposition and unblocked, whatever the test
+    process holds (both are inherited across exec)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 class _Proc:
     """A child process whose stdout is read on a thread, so reads can time out."""
 
@@ -141,6 +148,7 @@ class _Proc:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "DANLU_API_KEY": ""}
         self.p = subprocess.Popen(
             [sys.executable, "-m", "danlu", *args],
+            preexec_fn=_default_sigint,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -7,6 +7,7 @@ answer being written (not the program), Ctrl-D quits.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable
 
@@ -30,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from danlu.infer.engine import Engine, EngineConfig
 
+    _ctrl_c_stops_answers()
+
     params = gen_params(args)
     engine = Engine.load(
         model_args(args),
@@ -46,6 +49,15 @@ def run(args: argparse.Namespace) -> int:
         return loop(session, input, sys.stdout.write)
     finally:
         engine.close()
+
+
+def _ctrl_c_stops_answers() -> None:
+    """Ctrl-C must reach the chat even when it was started with SIGINT ignored or blocked (a
+    background job of a non-interactive shell, a parent that masks it): both are inherited
+    across exec, and either would make Ctrl-C do nothing while an answer is written."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def loop(session: ChatSession, read: Callable[[str], str], write: Callable[[str], object]) -> int:
