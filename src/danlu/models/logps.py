@@ -25,11 +25,11 @@ def answer_logps(logits: Any, labels: Any) -> tuple[Any, Any]:
     logits = logits[:, :-1, :]
     mask = labels != -100
     safe = labels.masked_fill(~mask, 0)
-    token = _token_logps(logits, safe)
+    token = target_logps(logits, safe)
     return (token * mask).sum(-1), mask.sum(-1)
 
 
-def _token_logps(logits: Any, targets: Any) -> Any:
+def target_logps(logits: Any, targets: Any) -> Any:
     """log softmax(logits)[target] in float32 (bf16 log-probabilities of long answers lose the
     differences DPO is trained on), as logit - logsumexp: no second vocabulary-sized tensor is
     kept for the backward pass, as log_softmax's output would be."""
@@ -48,17 +48,18 @@ def answer_logps_of(
     unwrapped model to inspect when `model` is a DDP/DeepSpeed wrapper."""
     import torch
 
-    if supports_logits_to_keep(probe if probe is not None else model):
+    probe = probe if probe is not None else model
+    if supports_logits_to_keep(probe):
         keep = torch.zeros_like(labels, dtype=torch.bool)
         keep[:, :-1] = labels[:, 1:] != -100
         counts = keep.sum(-1)
         out = model(**inputs, use_cache=False, logits_to_keep=keep)
         if out.logits.ndim == 2 and out.logits.shape[0] == int(counts.sum()):
-            token = _token_logps(out.logits, labels[:, 1:][keep[:, :-1]])
+            token = target_logps(out.logits, labels[:, 1:][keep[:, :-1]])
             rows = torch.arange(labels.shape[0], device=labels.device).repeat_interleave(counts)
             sums = torch.zeros(labels.shape[0], device=token.device, dtype=token.dtype)
             return sums.index_add(0, rows, token), counts, out
-        remember_keep(probe if probe is not None else model, False)  # ignored or misread the mask
+        remember_keep(probe, False)  # ignored or misread the mask
     out = model(**inputs, use_cache=False)
     logps, counts = answer_logps(out.logits, labels)
     return logps, counts, out

@@ -42,11 +42,10 @@ def group_advantages(rewards: Any, group: int) -> tuple[Any, Any]:
 def token_logps(logits: Any, ids: Any, start: int) -> Any:
     """log p(ids[:, t]) for t >= start, from logits predicting position t at t - 1 (float32);
     `logits` may hold only the last len - start + 1 positions (logits_to_keep)."""
-    import torch
+    from danlu.models.logps import target_logps
 
-    scores = logits[:, logits.shape[1] - (ids.shape[1] - start) - 1 : -1, :].float()
-    picked = torch.gather(scores, 2, ids[:, start:].unsqueeze(-1)).squeeze(-1)
-    return picked - torch.logsumexp(scores, dim=-1)
+    scores = logits[:, logits.shape[1] - (ids.shape[1] - start) - 1 : -1, :]
+    return target_logps(scores, ids[:, start:])
 
 
 def completion_logps(model: Any, probe: Any, batch: dict, start: int) -> tuple[Any, Any]:
@@ -55,10 +54,8 @@ def completion_logps(model: Any, probe: Any, batch: dict, start: int) -> tuple[A
     from danlu.models.logps import supports_logits_to_keep
 
     ids = batch["input_ids"]
-    if supports_logits_to_keep(probe):
-        out = model(**batch, use_cache=False, logits_to_keep=ids.shape[1] - start + 1)
-        return token_logps(out.logits, ids, start), out
-    out = model(**batch, use_cache=False)
+    keep = {"logits_to_keep": ids.shape[1] - start + 1} if supports_logits_to_keep(probe) else {}
+    out = model(**batch, use_cache=False, **keep)
     return token_logps(out.logits, ids, start), out
 
 
