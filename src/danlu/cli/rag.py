@@ -114,25 +114,21 @@ def index_docs(cfg: Any, log: Any) -> Any:
 
 
 def _ask(args: argparse.Namespace) -> int:
+    from danlu.infer.options import model_args
+
     _split_question(args)
     cfg = config_of(args)
     if args.no_generate:
         _print_passages(retrieve(cfg, args.question), args.json)
         return 0
     write = (lambda _: None) if args.json else sys.stdout.write
-    answer, passages = grounded_answer(cfg, model_args_of(args), args.question,
+    answer, passages = grounded_answer(cfg, model_args(args), args.question,
                                        cfg.rag_max_new_tokens, write, args.template,
                                        args.temperature)  # fmt: skip
     if args.json:
         print(json.dumps({"answer": answer, "passages": [p.as_json() for p in passages]},
                          ensure_ascii=False))  # fmt: skip
     return 0
-
-
-def model_args_of(args: argparse.Namespace) -> Any:
-    from danlu.infer.options import model_args
-
-    return model_args(args)
 
 
 def retrieve(cfg: Any, question: str) -> list:
@@ -196,9 +192,10 @@ def _print_passages(passages: list, as_json: bool) -> None:
         print(json.dumps({"answer": None, "passages": [p.as_json() for p in passages]},
                          ensure_ascii=False))  # fmt: skip
         return
+    from danlu.rag.split import titled
+
     for i, p in enumerate(passages, 1):
-        head = f"{' > '.join(p.headings)}\n" if p.headings else ""
-        print(f"[{i}] {p.source} (score {p.score:.3f})\n{head}{p.text}\n")
+        print(f"[{i}] {p.source} (score {p.score:.3f})\n{titled(p.headings, p.text)}\n")
 
 
 def _stderr(line: str) -> None:

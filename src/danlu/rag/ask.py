@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from danlu.rag.retrieve import Passage
+from danlu.rag.split import titled
 from danlu.utils.errors import UsageError
 
 TEMPLATE_ZH = (
@@ -73,7 +74,9 @@ def ground(
 
 def _titled(passage: Passage) -> str:
     head = " > ".join(passage.headings)
-    return f"{head}\n{passage.text}" if head and not passage.text.startswith(head) else passage.text
+    if not head or passage.text.startswith(head):
+        return passage.text
+    return titled(passage.headings, passage.text)
 
 
 def citations(passages: list[Passage]) -> list[str]:

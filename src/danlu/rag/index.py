@@ -170,11 +170,13 @@ class _Pending:
     def __init__(self, store: Any, embedder: Any) -> None:
         self.store, self.embedder = store, embedder
         self.files: list[tuple[str, str, list[StoredChunk], list[str]]] = []
+        self.chunks = 0
         self.embedded = 0
 
     def add(self, source: str, digest: str, chunks: list[StoredChunk], texts: list[str]) -> None:
         self.files.append((source, digest, chunks, texts))
-        if sum(len(f[2]) for f in self.files) >= BATCH_CHUNKS:
+        self.chunks += len(chunks)
+        if self.chunks >= BATCH_CHUNKS:
             self.flush()
 
     def flush(self) -> None:
@@ -192,4 +194,4 @@ class _Pending:
         for source, digest, chunks, _ in self.files:
             rows = np.stack([vectors[c.digest] for c in chunks]) if chunks else np.zeros((0, dim))
             self.store.put_file(source, digest, chunks, rows)
-        self.files = []
+        self.files, self.chunks = [], 0

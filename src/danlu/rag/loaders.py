@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 from danlu.utils.errors import UsageError
 
@@ -91,23 +92,33 @@ def decode(data: bytes, path: Path) -> str:
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 
 
-def _markdown(text: str) -> Iterator[Section]:
+def _by_headings(items: Iterable[tuple[int | None, str]]) -> Iterator[Section]:
+    """Sections from a document's (heading level, title) and (None, line) items, in order: a
+    heading of level n ends the text before it and replaces the path from depth n on."""
     path: list[str] = []
     lines: list[str] = []
-    fenced = False
-    for line in text.splitlines():
-        fenced ^= line.lstrip().startswith("```")
-        match = None if fenced else _HEADING.match(line)
-        if match is None:
-            lines.append(line)
+    for level, text in items:
+        if level is None:
+            lines.append(text)
             continue
         if "".join(lines).strip():
             yield Section(tuple(path), "\n".join(lines).strip())
         lines = []
-        level = len(match.group(1))
-        path = [*path[: level - 1], match.group(2)]
+        path = [*path[: level - 1], text]
     if "".join(lines).strip():
         yield Section(tuple(path), "\n".join(lines).strip())
+
+
+def _markdown(text: str) -> Iterator[Section]:
+    return _by_headings(_markdown_items(text))
+
+
+def _markdown_items(text: str) -> Iterator[tuple[int | None, str]]:
+    fenced = False
+    for line in text.splitlines():
+        fenced ^= line.lstrip().startswith("```")
+        match = None if fenced else _HEADING.match(line)
+        yield (None, line) if match is None else (len(match.group(1)), match.group(2))
 
 
 class _Visible(HTMLParser):
@@ -203,19 +214,11 @@ def _docx(path: Path) -> list[Section]:
         document = docx.Document(str(path))
     except Exception as exc:  # python-docx raises zipfile/KeyError/ValueError kinds for bad files
         raise LoadError(f"not a readable .docx ({type(exc).__name__})") from exc
-    sections: list[Section] = []
-    heads: list[str] = []
-    lines: list[str] = []
+    return list(_by_headings(_docx_items(document)))
+
+
+def _docx_items(document: Any) -> Iterator[tuple[int | None, str]]:
     for para in document.paragraphs:
         style = (para.style.name or "") if para.style is not None else ""
         level = re.fullmatch(r"Heading (\d)", style)
-        if level is None:
-            lines.append(para.text)
-            continue
-        if "".join(lines).strip():
-            sections.append(Section(tuple(heads), "\n".join(lines).strip()))
-        lines = []
-        heads = [*heads[: int(level.group(1)) - 1], para.text.strip()]
-    if "".join(lines).strip():
-        sections.append(Section(tuple(heads), "\n".join(lines).strip()))
-    return sections
+        yield (None, para.text) if level is None else (int(level.group(1)), para.text.strip())

@@ -38,7 +38,12 @@ class Chunk:
 
     def embedded_text(self) -> str:
         """What is embedded and matched: the heading path, then the text."""
-        return f"{' > '.join(self.headings)}\n{self.text}" if self.headings else self.text
+        return titled(self.headings, self.text)
+
+
+def titled(headings: Sequence[str], text: str) -> str:
+    """`text` under its heading path: "Guide > Green tea\n..." (as embedded and shown)."""
+    return f"{' > '.join(headings)}\n{text}" if headings else text
 
 
 def sentences(text: str) -> list[str]:

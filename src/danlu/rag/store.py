@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -114,15 +114,8 @@ class LocalStore:
     def cached_vectors(self, digests: Sequence[str]) -> dict[str, Any]:
         import numpy as np
 
-        out: dict[str, Any] = {}
-        unique = sorted(set(digests))
-        for start in range(0, len(unique), 500):
-            part = unique[start : start + 500]
-            marks = ",".join("?" * len(part))
-            query = f"SELECT digest, vector FROM chunks WHERE digest IN ({marks})"
-            for digest, blob in self.db.execute(query, part):
-                out[digest] = np.frombuffer(blob, dtype=np.float32)
-        return out
+        rows = self._rows_in("SELECT digest, vector FROM chunks WHERE digest", sorted(set(digests)))
+        return {digest: np.frombuffer(blob, dtype=np.float32) for digest, blob in rows}
 
     def put_file(
         self, source: str, digest: str, chunks: Sequence[StoredChunk], vectors: Any
@@ -155,12 +148,17 @@ class LocalStore:
         return int(self.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0])
 
     def chunks(self, ids: Sequence[int]) -> dict[int, StoredChunk]:
-        marks = ",".join("?" * len(ids))
         query = (
-            "SELECT id, source, ordinal, headings, text, parent, digest, terms FROM chunks "
-            f"WHERE id IN ({marks})"
+            "SELECT id, source, ordinal, headings, text, parent, digest, terms FROM chunks WHERE id"
         )
-        return {row[0]: _chunk(row[1:]) for row in self.db.execute(query, list(ids))}
+        return {row[0]: _chunk(row[1:]) for row in self._rows_in(query, ids)}
+
+    def _rows_in(self, query: str, values: Sequence[Any]) -> Iterator[tuple]:
+        """`query IN (values)`, 500 values a statement (SQLite's bound-parameter limit)."""
+        values = list(values)
+        for start in range(0, len(values), 500):
+            part = values[start : start + 500]
+            yield from self.db.execute(f"{query} IN ({','.join('?' * len(part))})", part)
 
     def close(self) -> None:
         self.db.close()
@@ -182,14 +180,8 @@ class LocalStore:
         """Cosine of `vector` with each chunk (the vectors are normalised)."""
         import numpy as np
 
-        out: dict[int, float] = {}
-        for start in range(0, len(ids), 500):
-            part = list(ids[start : start + 500])
-            marks = ",".join("?" * len(part))
-            query = f"SELECT id, vector FROM chunks WHERE id IN ({marks})"
-            for chunk_id, blob in self.db.execute(query, part):
-                out[chunk_id] = float(np.frombuffer(blob, dtype=np.float32) @ vector)
-        return out
+        rows = self._rows_in("SELECT id, vector FROM chunks WHERE id", ids)
+        return {i: float(np.frombuffer(blob, dtype=np.float32) @ vector) for i, blob in rows}
 
     def _derived(self) -> tuple[Any, Any]:
         """(FAISS index, (BM25, chunk ids)) of this generation: loaded, or rebuilt and saved."""
