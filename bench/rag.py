@@ -57,7 +57,22 @@ def corpus_files(limit: int | None) -> list[Path]:
             subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
     debian = sorted((unpacked / "usr/share/debian-reference").glob("*.zh-cn.html"))
     python = sorted((unpacked / "usr/share/doc/python3.11/html/library").glob("*.html"))
-    return debian + (python[:limit] if limit else python)
+    if limit is None:
+        return debian + python
+    # the pages the questions name come first, so a short run still answers every question;
+    # the rest of the limit is filled with other pages as distractors
+    named = {n for q in _questions() for n in _gold(q)}
+    wanted = [f for f in python if f.name in named]
+    others = [f for f in python if f.name not in named]
+    return debian + wanted + others[: max(0, limit - len(wanted))]
+
+
+def _questions() -> list[dict]:
+    return [json.loads(x) for x in QUESTIONS.read_text().splitlines() if x.strip()]
+
+
+def _gold(q: dict) -> list[str]:
+    return q["source"] if isinstance(q["source"], list) else [q["source"]]
 
 
 DANLU_QUERIES = r"""
@@ -180,7 +195,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
-        "--limit-files", type=int, default=None, help="Python pages to index (default: all)"
+        "--limit-files", type=int, default=None,
+        help="Python pages to index: those the questions name, then others (default: all)",
     )
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--peers", nargs="*", default=["langchain"], choices=["langchain"])

@@ -64,4 +64,6 @@ class RagArgs:
     """Most tokens in an answer."""
     retrieval_data: str | None = None
     """`danlu eval` task retrieval: jsonl of {"question", "source"} (a file name, or file#N for
-    one chunk); recall@top_k and MRR of the index in hybrid, dense and bm25 mode."""
+    one chunk); recall@top_k and MRR of the index in hybrid, dense and bm25 mode. Records with
+    an "answer" are also answered by each model from the retrieved passages and scored
+    (contains, exact match, BLEU-4, ROUGE)."""

@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from danlu.eval.rag_answers import TASK as ANSWERS
+
 # (task, result key, label, higher is better)
 HEADLINE: list[tuple[str, str, str, bool]] = [
     ("generation", "bleu-4", "BLEU-4", True),
@@ -26,7 +28,11 @@ HEADLINE: list[tuple[str, str, str, bool]] = [
     ("preference", "accuracy", "pair accuracy %", True),
     ("preference", "logp_accuracy", "log-prob pair accuracy %", True),
     ("preference", "avg_logp_accuracy", "avg log-prob pair accuracy %", True),
+    (ANSWERS, "contains", "answer contains reference %", True),
+    (ANSWERS, "exact_match", "exact match %", True),
+    (ANSWERS, "rouge-l", "ROUGE-L", True),
 ]
+PANELS = ("generation", "multiple_choice", "perplexity", "preference", ANSWERS)
 
 
 def new_report(cfg: Any, tasks: list[str], targets: list[Any], inputs: Any) -> dict[str, Any]:
@@ -69,6 +75,13 @@ def new_report(cfg: Any, tasks: list[str], targets: list[Any], inputs: Any) -> d
             entry.update(_mc_entry(cfg, inputs))
         report["tasks"][task] = entry
     return report
+
+
+def answers_entry(cfg: Any, questions: int) -> dict[str, Any]:
+    """The report entry of the retrieval task's answers (its results are per model)."""
+    return {"results": {}, "data": [cfg.retrieval_data], "index": cfg.rag_index,
+            "top_k": cfg.top_k, "retrieval": cfg.retrieval, "questions": questions,
+            "decoding": _decoding(cfg), "template": cfg.template}  # fmt: skip
 
 
 def _decoding(cfg: Any) -> dict[str, Any]:
@@ -185,9 +198,11 @@ def _task_section(task: str, entry: dict[str, Any], names: list[str]) -> str:
         keys = {
             "generation": ["samples", "truncated_prompts", "dropped"],
             "preference": ["pairs", "scorer", "margin", "dropped"],
+            ANSWERS: ["questions", "refused", "exact_match", "contains", "rouge-l", "bleu-4",
+                      "truncated_prompts"],
         }.get(task, ["samples", "tokens", "truncated", "dropped"])
         rows = [["", *names]] + [
-            [k, *(str(results.get(n, {}).get(k, "-")) for n in names)] for k in [*keys, "seconds"]
+            [k, *(_cell(results.get(n, {}).get(k, "-")) for n in names)] for k in [*keys, "seconds"]
         ]
         lines.append(_table(rows) + "\n")
     for n in names:
@@ -207,6 +222,10 @@ def _retrieval_section(entry: dict[str, Any]) -> str:
             + _table(rows) + "\n")  # fmt: skip
 
 
+def _cell(v: Any) -> str:
+    return _fmt(v) if isinstance(v, float) else str(v)
+
+
 def _subject_cell(result: dict[str, Any], subject: str) -> str:
     s = result.get("subjects", {}).get(subject)
     return "-" if s is None else f"{s['accuracy']:.1f} ({s['correct']}/{s['total']})"
@@ -219,8 +238,7 @@ def write_chart(report: dict[str, Any], path: Path) -> Path | None:
     except ImportError:
         return None
     names = _models(report)
-    panels = [t for t in ("generation", "multiple_choice", "perplexity", "preference")
-              if t in report["tasks"]]  # fmt: skip
+    panels = [t for t in PANELS if t in report["tasks"]]
     if not panels:  # retrieval alone: its table says it all
         return None
     fig = Figure(figsize=(5 * len(panels) + 1, 4), layout="constrained")

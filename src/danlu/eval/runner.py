@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from danlu.eval.models import EvalTarget, resolve_targets
+from danlu.eval.rag_answers import TASK as ANSWERS
 from danlu.utils.errors import UsageError
 
 TASKS = ("generation", "multiple_choice", "perplexity", "preference", "retrieval")
@@ -54,6 +55,8 @@ class Inputs:
     dev: Any = None
     language: str = "en"
     shots: dict[str, list[Any]] = field(default_factory=dict)
+    answerable: list[Any] = field(default_factory=list)
+    """The retrieval questions with a reference answer, grounded (danlu.eval.rag_answers)."""
 
 
 def read_inputs(cfg: Any, tasks: list[str]) -> Inputs:
@@ -84,7 +87,7 @@ def _read_questions(cfg: Any, out: Inputs) -> None:
 def evaluate(cfg: Any, log: Say | None = None, quiet: bool = False) -> dict[str, Any]:
     """Run `danlu eval` for a validated Config; write and return the report."""
     from danlu.config import save_config
-    from danlu.eval.report import new_report, write_report
+    from danlu.eval.report import answers_entry, new_report, write_report
     from danlu.models import load_model
 
     say = log or _log.info
@@ -94,8 +97,11 @@ def evaluate(cfg: Any, log: Say | None = None, quiet: bool = False) -> dict[str,
     out = Path(cfg.eval_output_dir).expanduser()
     report = new_report(cfg, tasks, targets, inputs)
     if "retrieval" in tasks:  # of the index, not of a model: once, in each retrieval mode
-        report["tasks"]["retrieval"]["results"] = _retrieval(cfg, say)
+        report["tasks"]["retrieval"]["results"] = _retrieval(cfg, say, inputs)
         tasks = [t for t in tasks if t != "retrieval"]
+        if inputs.answerable:  # then each model answers them from the retrieved passages
+            report["tasks"][ANSWERS] = answers_entry(cfg, len(inputs.answerable))
+            tasks.append(ANSWERS)
     for target in targets if tasks else []:
         start = time.perf_counter()
         loaded = load_model(target.model_args, head=_head(target, tasks))
@@ -114,7 +120,9 @@ def evaluate(cfg: Any, log: Say | None = None, quiet: bool = False) -> dict[str,
     return report
 
 
-def _retrieval(cfg: Any, say: Say) -> dict[str, Any]:
+def _retrieval(cfg: Any, say: Say, inputs: Inputs) -> dict[str, Any]:
+    """Scores per retrieval mode; grounds the questions that have answers into `inputs`."""
+    from danlu.eval.rag_answers import ground_questions
     from danlu.rag import open_index
     from danlu.rag.evaluate import evaluate_retrieval, read_questions
 
@@ -127,6 +135,7 @@ def _retrieval(cfg: Any, say: Say) -> dict[str, Any]:
             result = evaluate_retrieval(retriever, questions, cfg.top_k, mode)
             results[mode] = {**result, "seconds": round(time.perf_counter() - start, 3)}
             say(f"eval: retrieval {mode}: {_headline('retrieval', results[mode])}")
+        inputs.answerable = ground_questions(cfg, retriever, questions)
     finally:
         store.close()
     return results
@@ -165,6 +174,9 @@ def _headline(task: str, r: dict[str, Any]) -> str:
         return f"{', '.join(shown)} on {r['pairs']} pairs ({r['scorer']})"
     if task == "retrieval":
         return ", ".join(f"{k} {v}" for k, v in r.items() if k.startswith(("recall", "mrr")))
+    if task == ANSWERS:
+        return (f"exact match {r['exact_match']:.1f}, contains {r['contains']:.1f}, rouge-l "
+                f"{r['rouge-l']:.2f} on {r['questions']} questions ({r['refused']} refused)")  # fmt: skip
     return f"loss {r['loss']:.4f}, perplexity {r['perplexity']:.3f} on {r['tokens']} tokens"
 
 
@@ -176,6 +188,7 @@ def _run_task(
         "multiple_choice": _multiple_choice,
         "perplexity": _perplexity,
         "preference": _preference,
+        ANSWERS: _answers,
     }[task]
     start = time.perf_counter()
     result, rows = runner(loaded, cfg, inputs, quiet)
@@ -198,20 +211,15 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _generation(loaded: Any, cfg: Any, inputs: Inputs, quiet: bool) -> tuple[dict, list[dict]]:
-    from danlu.data.templates import stop_ids
-    from danlu.eval.generation import GenerationSettings, generate, score_predictions
-    from danlu.eval.samples import build_generation_set, template_for
+    from danlu.eval.generation import score_predictions
+    from danlu.eval.samples import build_generation_set
 
     tok = loaded.tokenizer
     gset = build_generation_set(inputs.convs, tok, cfg.template, cfg.cutoff_len)
     if not gset.prompts:
         reasons = ", ".join(f"{n} {r}" for r, n in gset.dropped.items())
         raise UsageError(f"eval_data: no record to generate for (dropped: {reasons})")
-    settings = GenerationSettings(cfg.eval_max_new_tokens, cfg.eval_do_sample, cfg.eval_temperature,
-                                  cfg.eval_top_p, cfg.seed, cfg.per_device_eval_batch_size)  # fmt: skip
-    generation_config = getattr(loaded.model, "generation_config", None)
-    stop = sorted(stop_ids(tok, template_for(cfg.template, tok), generation_config))
-    preds = generate(loaded.model, tok, gset.prompts, settings, stop, quiet)
+    preds = _decode(loaded, cfg, gset.prompts, quiet)
     per, mean = score_predictions(preds, gset.references, cfg.metric_style)
     rows = [{"source": s, "prompt": tok.decode(p), "reference": r, "prediction": y, **m}
             for s, p, r, y, m in zip(gset.sources, gset.prompts, gset.references, preds, per, strict=True)]  # fmt: skip
@@ -222,6 +230,26 @@ def _generation(loaded: Any, cfg: Any, inputs: Inputs, quiet: bool) -> tuple[dic
         "dropped": dict(gset.dropped),
     }
     return result, rows
+
+
+def _decode(loaded: Any, cfg: Any, prompts: list[list[int]], quiet: bool) -> list[str]:
+    """The eval_* decoding settings, stopping at EOS or the template's end of turn."""
+    from danlu.data.templates import stop_ids
+    from danlu.eval.generation import GenerationSettings, generate
+    from danlu.eval.samples import template_for
+
+    tok = loaded.tokenizer
+    settings = GenerationSettings(cfg.eval_max_new_tokens, cfg.eval_do_sample, cfg.eval_temperature,
+                                  cfg.eval_top_p, cfg.seed, cfg.per_device_eval_batch_size)  # fmt: skip
+    generation_config = getattr(loaded.model, "generation_config", None)
+    stop = sorted(stop_ids(tok, template_for(cfg.template, tok), generation_config))
+    return generate(loaded.model, tok, prompts, settings, stop, quiet)
+
+
+def _answers(loaded: Any, cfg: Any, inputs: Inputs, quiet: bool) -> tuple[dict, list[dict]]:
+    from danlu.eval.rag_answers import run
+
+    return run(loaded, cfg, inputs.answerable, lambda p: _decode(loaded, cfg, p, quiet))
 
 
 def _multiple_choice(loaded: Any, cfg: Any, inputs: Inputs, quiet: bool) -> tuple[dict, list[dict]]:

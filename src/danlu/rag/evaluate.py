@@ -1,8 +1,11 @@
 """Retrieval quality: recall@k and MRR of an index on questions whose answer's source is known.
 
 A question file is jsonl: `{"question": ..., "source": "tea-guide.md"}` (or a list of
-sources). A gold source matches a passage when it names the passage's file (as a trailing
-part of its path: `tea-guide.md` matches `examples/docs/tea-guide.md#3`) or the passage itself
+sources), with an optional reference `"answer"` that `danlu eval` scores each model's grounded
+answer against (danlu.eval.rag_answers).
+
+A gold source matches a passage when it names the passage's file (as a trailing part of its
+path: `tea-guide.md` matches `examples/docs/tea-guide.md#3`) or the passage itself
 (`tea-guide.md#3`). recall@k: the share of questions with a match among the first k passages;
 MRR: the mean of 1 / rank of the first match (0 when none is within k).
 """
@@ -23,6 +26,8 @@ class Question:
     sources: tuple[str, ...]
     where: str
     """file:line, for messages."""
+    answer: str | None = None
+    """The reference answer, when the record gives one."""
 
 
 def read_questions(path: str) -> list[Question]:
@@ -51,7 +56,10 @@ def _question(record: Any, where: str) -> Question:
     sources = [sources] if isinstance(sources, str) else sources
     if not sources or not all(isinstance(s, str) and s for s in sources):
         raise UsageError(f"{where}: a retrieval record needs a 'source' (a file or file#N)")
-    return Question(record["question"], tuple(sources), where)
+    answer = record.get("answer")
+    if answer is not None and not (isinstance(answer, str) and answer.strip()):
+        raise UsageError(f"{where}: 'answer' must be a non-empty string (the reference answer)")
+    return Question(record["question"], tuple(sources), where, answer)
 
 
 def matches(gold: str, passage: str) -> bool:
