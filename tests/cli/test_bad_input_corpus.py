@@ -449,6 +449,27 @@ RAG_CASES = [
                                          "top_k must be >= 1")),
 ]  # fmt: skip
 
+
+def _export(c, *extra: str) -> list[str]:
+    return ["export", "--model", str(c.tiny), *extra]
+
+
+EXPORT_CASES = [
+    _cmd("export-out-not-empty", lambda c: (_export(c, "--out", str(c.path("lora"))),
+                                            "--out: '" + str(c.path("lora")) + "' already exists and is not empty")),
+    _cmd("export-hf-quantised", lambda c: (_export(c, "--format", "hf", "--quant", "q8_0", "--out",
+                                                   str(c.root / "export" / "q")),
+                                           "--quant: only --format gguf is quantised")),
+    _cmd("export-bad-quant", lambda c: (_export(c, "--quant", "q3", "--out", str(c.root / "export" / "q3")),
+                                        "--quant: invalid choice: 'q3'")),
+    _cmd("export-prefix-adapter", lambda c: (_export(c, "--format", "hf", "--adapter", str(c.path("prefix")),
+                                                     "--out", str(c.root / "export" / "p")),
+                                             "only LoRA/AdaLoRA/IA3 adapters can be merged")),
+    _cmd("export-missing-model", lambda c: (["export", "--model", str(c.path("nothing-here")), "--format", "hf",
+                                             "--out", str(c.root / "export" / "m")], "nothing-here")),
+    _cmd("export-missing-out", lambda c: (_export(c), "--out")),
+]  # fmt: skip
+
 CASES = (
     DATA_FILE_CASES
     + CONFIG_CASES
@@ -457,6 +478,7 @@ CASES = (
     + TRAIN_CASES
     + OTHER_CASES
     + RAG_CASES
+    + EXPORT_CASES
 )
 
 

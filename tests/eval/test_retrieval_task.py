@@ -4,6 +4,7 @@ the report, without loading a language model; the question file's faults named b
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from tests.rag.conftest import TEA, BagEmbedder, write
@@ -115,7 +116,7 @@ def test_each_model_answers_from_the_retrieved_passages(tiny_model_dir, tmp_path
     report = evaluate(cfg, log=lambda _: None, quiet=True)
     (result,) = report["tasks"]["retrieval_answers"]["results"].values()
     assert result["questions"] == 2 and result["refused"] == 0
-    rows = [json.loads(x) for x in open(result["predictions"], encoding="utf-8")]
+    rows = [json.loads(x) for x in Path(result["predictions"]).read_text("utf-8").splitlines()]
     assert [r["reference"] for r in rows] == ["80 °C", "九十五度"]
     store, _, retriever = open_index(cfg)
     engine = Engine.load(ModelArgs(model=str(tiny_model_dir), device="cpu"),
@@ -155,6 +156,9 @@ def test_refusals_are_scored_without_calling_the_model(tmp_path, monkeypatch):
     (result,) = report["tasks"]["retrieval_answers"]["results"].values()
     assert result["refused"] == 2 and result["questions"] == 2
     assert result["exact_match"] == 50.0 and result["contains"] == 50.0
-    rows = [json.loads(x) for x in open(result["predictions"], encoding="utf-8")]
-    assert [r["prediction"] for r in rows] == ["The documents do not say.", "根据已知信息无法回答该问题。"]
+    rows = [json.loads(x) for x in Path(result["predictions"]).read_text("utf-8").splitlines()]
+    assert [r["prediction"] for r in rows] == [
+        "The documents do not say.",
+        "根据已知信息无法回答该问题。",
+    ]
     assert all(r["refused"] for r in rows)

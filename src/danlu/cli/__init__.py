@@ -31,6 +31,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "fine-tune: stage pt|sft|rm|dpo|kto|grpo, any method; resumable; writes OUTPUT_DIR (DESIGN §5)",
     ),
     "merge": ("merge", "merge a LoRA adapter into its base model and save full HF weights"),
+    "export": (
+        "export",
+        "a model (+ adapter, merged) as GGUF for llama.cpp / Ollama, or merged HF",
+    ),
     "eval": (
         "eval_cmd",
         "evaluate models: BLEU/ROUGE on generations, multiple choice, perplexity, preference; compare",

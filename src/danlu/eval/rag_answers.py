@@ -40,12 +40,14 @@ def ground_questions(cfg: Any, retriever: Any, questions: list[Any]) -> list[Ans
     mode, `top_k` passages) and fill the knowledge-base template; once, for all models."""
     from danlu.rag.ask import ground
 
-    return [
-        Answerable(q, ground(q.text, retriever.search(q.text, cfg.top_k), cfg.rag_template,
-                             cfg.score_threshold))  # fmt: skip
-        for q in questions
-        if q.answer is not None
-    ]
+    out = []
+    for q in questions:
+        if q.answer is not None:
+            passages = retriever.search(q.text, cfg.top_k)
+            out.append(
+                Answerable(q, ground(q.text, passages, cfg.rag_template, cfg.score_threshold))
+            )
+    return out
 
 
 def normalise(text: str) -> str:
@@ -69,11 +71,7 @@ def run(
     from danlu.eval.samples import build_generation_set
 
     asked = [a for a in answerable if a.grounded.refusal is None]
-    convs = [
-        Conversation([Message("user", a.grounded.prompt), Message("assistant", a.question.answer)],
-                     a.question.where)  # fmt: skip
-        for a in asked
-    ]
+    convs = [_conversation(a, Conversation, Message) for a in asked]
     gset = build_generation_set(convs, loaded.tokenizer, cfg.template, cfg.cutoff_len)
     generated = iter(decode(gset.prompts) if gset.prompts else [])
     preds = [a.grounded.refusal if a.grounded.refusal is not None else next(generated)
@@ -86,6 +84,12 @@ def run(
     result = {**mean, **{k: sum(m[k] for m in per) / n for k in ("exact_match", "contains")},
               "questions": n, "refused": n - len(asked), "truncated_prompts": gset.truncated}  # fmt: skip
     return result, rows
+
+
+def _conversation(a: Answerable, conversation: Any, message: Any) -> Any:
+    """The grounded prompt as a user turn, the reference as the answer to score against."""
+    turns = [message("user", a.grounded.prompt), message("assistant", a.question.answer)]
+    return conversation(turns, a.question.where)
 
 
 def _row(a: Answerable, prediction: str, scores: dict[str, float]) -> dict[str, Any]:

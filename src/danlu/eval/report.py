@@ -198,8 +198,15 @@ def _task_section(task: str, entry: dict[str, Any], names: list[str]) -> str:
         keys = {
             "generation": ["samples", "truncated_prompts", "dropped"],
             "preference": ["pairs", "scorer", "margin", "dropped"],
-            ANSWERS: ["questions", "refused", "exact_match", "contains", "rouge-l", "bleu-4",
-                      "truncated_prompts"],
+            ANSWERS: [
+                "questions",
+                "refused",
+                "exact_match",
+                "contains",
+                "rouge-l",
+                "bleu-4",
+                "truncated_prompts",
+            ],
         }.get(task, ["samples", "tokens", "truncated", "dropped"])
         rows = [["", *names]] + [
             [k, *(_cell(results.get(n, {}).get(k, "-")) for n in names)] for k in [*keys, "seconds"]

@@ -113,17 +113,22 @@ class Engine:
 
     # -- prompts ---------------------------------------------------------------------------
 
-    def chat_prompt(self, messages: list[dict[str, Any]]) -> list[int]:
+    def chat_prompt(self, messages: list[dict[str, Any]], tools: Any = None) -> list[int]:
         """Token ids of `messages` rendered with the chat template, ready for the reply."""
+        return self.tokenizer.encode(self.chat_text(messages, tools), add_special_tokens=False)
+
+    def chat_text(self, messages: list[dict[str, Any]], tools: Any = None) -> str:
+        """`messages` (and `tools`, JSON-schema function definitions) rendered with the chat
+        template and its generation prompt."""
         if not self.chat_template:
             raise UsageError(
                 "this model's tokenizer has no chat template; pass --template (e.g. chatml) "
                 "or use the completions API"
             )
-        text = self.tokenizer.apply_chat_template(
-            messages, chat_template=self.chat_template, tokenize=False, add_generation_prompt=True
-        )
-        return self.tokenizer.encode(text, add_special_tokens=False)
+        return self.tokenizer.apply_chat_template(
+            messages, tools=tools, chat_template=self.chat_template, tokenize=False,
+            add_generation_prompt=True,
+        )  # fmt: skip
 
     @functools.cached_property
     def chat_eos(self) -> frozenset[int]:

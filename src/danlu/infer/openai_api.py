@@ -16,6 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from danlu.infer.answer import AnswerRules
 from danlu.infer.engine import Engine, PromptTooLong
 from danlu.infer.params import MAX_TOP_LOGPROBS, GenParams, ParamError
 
@@ -79,6 +80,8 @@ class Job:
     extra_eos: frozenset[int] = frozenset()
     extra: dict[str, Any] = field(default_factory=dict)
     """Top-level fields added to the response (the first chunk when streaming): `passages`."""
+    rules: AnswerRules = field(default_factory=AnswerRules)
+    """How chat answers are read: reasoning_content, tool_calls."""
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -91,11 +94,10 @@ class Job:
 
 
 def parse_chat(body: dict[str, Any], engine: Engine, limits: Limits) -> Job:
+    from danlu.infer.tools_api import request_tools
+
     _check_model(body, engine)
-    if body.get("tools") or body.get("functions"):
-        raise ApiError(
-            400, "tools / function calling are not supported by this server", param="tools"
-        )
+    tools = request_tools(body)
     fmt = body.get("response_format")
     if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type") != "text"):
         raise ApiError(
@@ -103,11 +105,12 @@ def parse_chat(body: dict[str, Any], engine: Engine, limits: Limits) -> Job:
         )
     messages = _messages(body.get("messages"))
     try:
-        prompt = engine.chat_prompt(messages)
+        text = engine.chat_text(messages, tools)
     except Exception as exc:  # template errors (e.g. roles it refuses) are the client's input
         raise ApiError(
             400, f"messages cannot be rendered with the chat template: {exc}", param="messages"
         ) from exc
+    prompt = engine.tokenizer.encode(text, add_special_tokens=False)
     top = _opt_int(body, "top_logprobs", 0, MAX_TOP_LOGPROBS)
     want = _opt_bool(body, "logprobs") or False
     if top is not None and not want:
@@ -118,7 +121,26 @@ def parse_chat(body: dict[str, Any], engine: Engine, limits: Limits) -> Job:
     job = _job("chat", body, engine, limits, [prompt], params)
     job.chat_logprobs = want
     job.extra_eos = engine.chat_eos
+    job.rules = answer_rules(engine, text, tools)
     return job
+
+
+def answer_rules(engine: Engine, prompt_text: str, tools: list | None) -> AnswerRules:
+    """How this request's answers are read: reasoning when the template or the vocabulary
+    knows `<think>` (Qwen3, DeepSeek-R1, QwQ; a model fine-tuned on reasoning data) or the
+    prompt opened it; tool calls in the template's family when tools were given."""
+    from danlu.infer.reasoning import OPEN, opens_thinking
+    from danlu.infer.tool_calls import family_of
+    from danlu.infer.tools_api import names
+
+    template = engine.chat_template or ""
+    opened = opens_thinking(prompt_text)
+    return AnswerRules(
+        reasoning=opened or OPEN in template or OPEN in engine.tokenizer.get_added_vocab(),
+        opened=opened,
+        tool_family=family_of(template) if tools else None,
+        tool_names=names(tools),
+    )
 
 
 def parse_completion(body: dict[str, Any], engine: Engine, limits: Limits) -> Job:
@@ -197,12 +219,24 @@ def _messages(raw: Any) -> list[dict[str, Any]]:
                 f"{where}.role must be one of {sorted(ROLES)}, got {role!r}",
                 param=f"{where}.role",
             )
-        out.append(
-            {
-                "role": "system" if role == "developer" else role,
-                "content": _content(msg.get("content"), where),
-            }
-        )
+        out.append(_message(msg, role, where))
+    return out
+
+
+def _message(msg: dict[str, Any], role: str, where: str) -> dict[str, Any]:
+    """One message as chat templates take it: assistant tool calls (arguments decoded) and a
+    tool result's call id and name kept."""
+    from danlu.infer.tools_api import calls_of
+
+    out: dict[str, Any] = {
+        "role": "system" if role == "developer" else role,
+        "content": _content(msg.get("content"), where),
+    }
+    calls = calls_of(msg, where) if role == "assistant" else None
+    if calls:
+        out["tool_calls"] = calls
+    if role == "tool":
+        out.update({k: msg[k] for k in ("tool_call_id", "name") if isinstance(msg.get(k), str)})
     return out
 
 

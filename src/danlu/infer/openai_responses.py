@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from danlu.infer.answer import AnswerStream, message
 from danlu.infer.engine import Completion, Engine
 from danlu.infer.openai_api import Job
 from danlu.infer.requests import Output
@@ -26,15 +27,15 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
 
 
 def chat_response(job: Job, engine: Engine, done: list[Completion]) -> dict[str, Any]:
-    choices = [
-        {
+    choices = []
+    for c in done:
+        msg, finish = message(job.rules, c.text, c.finish_reason)
+        choices.append({
             "index": c.index,
-            "message": {"role": "assistant", "content": c.text},
+            "message": msg,
             "logprobs": chat_logprobs(engine, c.logprobs) if job.chat_logprobs else None,
-            "finish_reason": c.finish_reason,
-        }
-        for c in done
-    ]
+            "finish_reason": finish,
+        })  # fmt: skip
     return {
         "id": job.response_id,
         "object": "chat.completion",
@@ -47,24 +48,29 @@ def chat_response(job: Job, engine: Engine, done: list[Completion]) -> dict[str,
 
 
 def chat_chunk(
-    job: Job, engine: Engine, out: Output | None, *, index: int = 0, first: bool = False
-) -> dict[str, Any]:
-    """A `chat.completion.chunk`: the role announcement (`first`), a delta, or the final one."""
+    job: Job, engine: Engine, out: Output | None, *, index: int = 0, first: bool = False,
+    stream: AnswerStream | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """A `chat.completion.chunk`: the role announcement (`first`), a delta, or the final one.
+    `stream` (the choice's AnswerStream) splits reasoning and tool calls off the text."""
     if first:
         delta: dict[str, Any] = {"role": "assistant", "content": ""}
         choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": None}
     else:
         assert out is not None
-        delta = {"content": out.text} if out.text or out.finish_reason is None else {}
+        finish = out.finish_reason
+        if stream is None:
+            delta = {"content": out.text} if out.text or finish is None else {}
+        elif finish is None:
+            delta = stream.feed(out.text)
+        else:
+            delta, finish = stream.finish(out.text, finish)
+        if finish is None and not delta:
+            delta = {"content": ""}  # a held-back piece: still a chunk, so logprobs flow
         logprobs = (
             chat_logprobs(engine, out.logprobs) if job.chat_logprobs and out.logprobs else None
         )
-        choice = {
-            "index": out.index,
-            "delta": delta,
-            "logprobs": logprobs,
-            "finish_reason": out.finish_reason,
-        }
+        choice = {"index": out.index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
     chunk = _chunk(job, "chat.completion.chunk", [choice])
     return {**chunk, **job.extra} if first and index == 0 else chunk
 

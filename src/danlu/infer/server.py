@@ -22,6 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
+from danlu.infer.answer import AnswerStream
 from danlu.infer.engine import Completion, Engine
 from danlu.infer.grounding import (
     embeddings_response,
@@ -216,13 +217,14 @@ class _Run:
         job, engine = self.job, self.engine
         completion_tokens, seen = 0, set()
         try:
+            streams = [AnswerStream(job.rules) for _ in range(self.request.choices)]
             if job.kind == "chat":
                 for i in range(self.request.choices):
                     yield _sse(chat_chunk(job, engine, None, index=i, first=True))
             async for out in self._events(http):
                 completion_tokens += len(out.tokens)
                 if job.kind == "chat":
-                    yield _sse(chat_chunk(job, engine, out))
+                    yield _sse(chat_chunk(job, engine, out, stream=streams[out.index]))
                 else:
                     yield _sse(completion_chunk(job, engine, out, first=out.index not in seen))
                     seen.add(out.index)

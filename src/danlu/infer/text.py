@@ -23,13 +23,14 @@ class Detokenizer:
 
     def __init__(self, tokenizer: Any, context: list[int] | None = None, skip_special: bool = True):
         self.tokenizer = tokenizer
-        self.skip_special = skip_special
+        self.drop = hidden_ids(tokenizer) if skip_special else frozenset()
         self.ids: list[int] = list(context[-_CONTEXT:]) if context else []
         self.prefix = 0
         self.read = len(self.ids)
 
     def _decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=self.skip_special)
+        kept = [i for i in ids if i not in self.drop] if self.drop else ids
+        return self.tokenizer.decode(kept, skip_special_tokens=False)
 
     def add(self, token_id: int) -> str:
         self.ids.append(int(token_id))
@@ -46,6 +47,24 @@ class Detokenizer:
         after = self._decode(self.ids[self.prefix :])
         self.prefix = self.read = len(self.ids)
         return after[len(before) :]
+
+
+KEPT_SPECIAL = ("<think>", "</think>")
+"""Special tokens whose text answers keep: reasoning tags, which the server splits off into
+reasoning_content (a tokenizer may mark them special, and skipping would merge the reasoning
+into the content)."""
+
+
+def hidden_ids(tokenizer: Any) -> frozenset[int]:
+    """The ids `skip_special_tokens` removes from text, less the reasoning tags; memoised on
+    the tokenizer."""
+    cached = tokenizer.__dict__.get("_danlu_hidden_ids")
+    if cached is None:
+        special = set(tokenizer.all_special_ids)
+        special |= {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+        keep = {tokenizer.convert_tokens_to_ids(t) for t in KEPT_SPECIAL if t in tokenizer.get_added_vocab()}
+        cached = tokenizer.__dict__["_danlu_hidden_ids"] = frozenset(special - keep)
+    return cached
 
 
 class StopChecker:
