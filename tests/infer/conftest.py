@@ -21,6 +21,7 @@ from tests.infer.helpers import (
     PARROT_REPLY,
     PARROT_STORY,
     STORY_PROMPT,
+    overfit,
 )
 
 
@@ -69,31 +70,15 @@ def lively_dir(tmp_path_factory, tokenizer) -> Path:
 
 @pytest.fixture(scope="session")
 def parrot_dir(tmp_path_factory, tokenizer) -> Path:
-    import torch
 
     model = _lively(tokenizer, seed=1)
     chat = tokenizer.apply_chat_template(
         [{"role": "user", "content": PARROT_QUESTION}], tokenize=False, add_generation_prompt=True
     )
     texts = [chat + PARROT_REPLY + "<|im_end|>", STORY_PROMPT + PARROT_STORY + "<|im_end|>"]
-    batches = [torch.tensor([tokenizer.encode(t, add_special_tokens=False)]) for t in texts]
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    model.train()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a 64-wide model trains faster on one thread than on a shared two
-    try:
-        for _ in range(200):
-            loss = sum(model(input_ids=ids, labels=ids).loss for ids in batches)
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
-            if loss.item() < 0.01:
-                break
-    finally:
-        torch.set_num_threads(threads)
-    assert loss.item() < 0.05, f"the parrot did not learn its lines (loss {loss.item():.3f})"
+    overfit(model, tokenizer, texts, "parrot")
     dest = tmp_path_factory.mktemp("parrot")
-    model.eval().save_pretrained(dest, safe_serialization=True)
+    model.save_pretrained(dest, safe_serialization=True)
     tokenizer.save_pretrained(dest)
     return dest
 

@@ -12,6 +12,30 @@ PARROT_STORY = " there was a furnace called 丹炉 that made 金丹 every day."
 """How the parrot continues STORY_PROMPT as a plain completion (greedy)."""
 
 
+def overfit(model, tokenizer, texts: list[str], name: str, steps: int = 200) -> None:
+    """Train `model` on `texts` until it says them back (loss < 0.05), on one thread: a
+    64-wide model trains faster on one thread than on a shared two."""
+    import torch
+
+    batches = [torch.tensor([tokenizer.encode(t, add_special_tokens=False)]) for t in texts]
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model.train()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(steps):
+            loss = sum(model(input_ids=ids, labels=ids).loss for ids in batches)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            if loss.item() < 0.01:
+                break
+    finally:
+        torch.set_num_threads(threads)
+    assert loss.item() < 0.05, f"the {name} did not learn its lines (loss {loss.item():.3f})"
+    model.eval()
+
+
 def hf_greedy(model, prompt: list[int], n: int) -> list[int]:
     """transformers' own greedy generate (the reference), cut after the first EOS."""
     import torch

@@ -63,7 +63,7 @@ def test_qwen25_and_glm46_templates_round_trip():
         tok = qwen2_with(name)
         assert family_of(tok.chat_template) == family
         text = _rendered_calls(tok, tok.chat_template, CALLS).split(closer)[0]
-        content, parsed = parse(text, family, NAMES)
+        _, parsed = parse(text, family, NAMES)
         assert [(c.name, c.arguments) for c in parsed] == CALLS, name
 
 
@@ -82,14 +82,18 @@ def test_malformed_calls_stay_text(family, text):
 
 def test_text_around_calls_is_content_and_arguments_are_json_strings():
     text = 'Let me check.\n<tool_call>\n{"name": "add", "arguments": {"a": 1}}\n</tool_call>'
-    msg, finish = message(AnswerRules(tool_family="hermes", tool_names=frozenset(NAMES)), text, "stop")
+    msg, finish = message(
+        AnswerRules(tool_family="hermes", tool_names=frozenset(NAMES)), text, "stop"
+    )
     assert finish == "tool_calls" and msg["content"] == "Let me check."
     (call,) = msg["tool_calls"]
     assert call["type"] == "function" and call["id"].startswith("call_")
     assert call["function"] == {"name": "add", "arguments": json.dumps({"a": 1})}
     two = '{"name": "add", "parameters": {"a": 1}}; {"name": "get_weather", "parameters": {"city": "a;b"}}'
     assert [c.arguments for c in parse(two, "json", NAMES)[1]] == [{"a": 1}, {"city": "a;b"}]
-    assert parse('<|python_tag|>{"name": "add", "arguments": {}}', "json", NAMES)[1][0].name == "add"
+    assert (
+        parse('<|python_tag|>{"name": "add", "arguments": {}}', "json", NAMES)[1][0].name == "add"
+    )
 
 
 def test_reasoning_split_whole():
@@ -124,7 +128,9 @@ def test_streamed_answer_equals_the_whole(rules, text, step):
     assert finish == whole_finish
     # the stream sends text before a call as it comes, so it may keep a space the whole strips
     assert "".join(d.get("content", "") for d in deltas).strip() == (whole["content"] or "")
-    assert "".join(d.get("reasoning_content", "") for d in deltas) == whole.get("reasoning_content", "")
+    assert "".join(d.get("reasoning_content", "") for d in deltas) == whole.get(
+        "reasoning_content", ""
+    )
     streamed_calls = [c["function"] for d in deltas for c in d.get("tool_calls", [])]
     assert streamed_calls == [c["function"] for c in whole.get("tool_calls", [])]
     assert not any("<think>" in d.get("content", "") and rules.reasoning for d in deltas[:1])

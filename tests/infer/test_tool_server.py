@@ -23,8 +23,8 @@ TOOLS = [{"type": "function", "function": {
 def caller_dir(tmp_path_factory, tokenizer):
     """The lively model with ChatML (tools rendered Qwen-style) and <think> tokens, overfitted
     to CALL for WEATHER_Q (with TOOLS) and THINK for WHY_Q."""
-    import torch
     from tests.infer.conftest import _lively
+    from tests.infer.helpers import overfit
     from transformers import AutoTokenizer
 
     from danlu.data.templates_builtin import BUILTIN
@@ -41,17 +41,8 @@ def caller_dir(tmp_path_factory, tokenizer):
         tok.apply_chat_template([{"role": "user", "content": WHY_Q}], tokenize=False,
                                 add_generation_prompt=True) + THINK + "<|im_end|>",
     ]  # fmt: skip
-    batches = [torch.tensor([tok.encode(t, add_special_tokens=False)]) for t in texts]
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for _ in range(300):
-        loss = sum(model(input_ids=ids, labels=ids).loss for ids in batches)
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        if loss.item() < 0.01:
-            break
-    assert loss.item() < 0.05, f"the caller did not learn its lines (loss {loss.item():.3f})"
-    model.eval().save_pretrained(dest, safe_serialization=True)
+    overfit(model, tok, texts, "caller", steps=300)
+    model.save_pretrained(dest, safe_serialization=True)
     tok.save_pretrained(dest)
     return dest
 
@@ -94,7 +85,8 @@ def test_a_streamed_tool_call(served):
     assert not "".join(d.content or "" for d in deltas).strip()  # the call's text is not content
     calls = [tc for d in deltas for tc in (d.tool_calls or [])]
     assert [(tc.index, tc.function.name, json.loads(tc.function.arguments)) for tc in calls] == [
-        (0, "get_weather", {"city": "Hangzhou"})]
+        (0, "get_weather", {"city": "Hangzhou"})
+    ]
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
 
 
@@ -115,7 +107,8 @@ def test_reasoning_is_apart_from_content(served):
     deltas = [c.choices[0].delta for c in chunks if c.choices]
     assert "".join(d.content or "" for d in deltas) == "Take an umbrella."
     assert "".join((d.model_extra or {}).get("reasoning_content") or "" for d in deltas) == (
-        "It rains in spring.")
+        "It rains in spring."
+    )
 
 
 def test_a_tool_result_turn_is_rendered(served):
@@ -141,6 +134,11 @@ def test_a_tool_result_turn_is_rendered(served):
 ])  # fmt: skip
 def test_bad_tool_requests_get_400(served, extra, message):
     server, _ = served
-    body = {"model": "caller", "messages": [{"role": "user", "content": "q"}], "tools": TOOLS, **extra}
+    body = {
+        "model": "caller",
+        "messages": [{"role": "user", "content": "q"}],
+        "tools": TOOLS,
+        **extra,
+    }
     r = requests.post(server.url + "/v1/chat/completions", json=body, timeout=30)
     assert r.status_code == 400 and message in r.json()["error"]["message"]

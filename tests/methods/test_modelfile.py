@@ -76,3 +76,13 @@ def test_modelfile_lines(tokenizer):
 def test_no_chat_template_sends_the_prompt_as_is(tokenizer):
     text = modelfile("m.gguf", tokenizer, None, [], {}, 512)
     assert 'TEMPLATE """{{ .Prompt }}"""' in text.splitlines()
+
+
+def test_a_template_without_a_go_form_leaves_the_gguf_one(caplog):
+    tok = qwen2_with("Qwen-Qwen3-0.6B")
+    text = modelfile("m.gguf", tok, tok.chat_template, ["<|im_end|>"], {}, 4096)
+    lines = text.splitlines()
+    assert lines[0] == "FROM ./m.gguf" and not any(x.startswith("TEMPLATE") for x in lines)
+    assert lines[1] == ("# no TEMPLATE: export: the chat template re-renders earlier turns; "
+                        "write the Ollama TEMPLATE by hand (the GGUF itself carries the template)")  # fmt: skip
+    assert "the Modelfile has no TEMPLATE" in caplog.text

@@ -62,7 +62,11 @@ def hidden_ids(tokenizer: Any) -> frozenset[int]:
     if cached is None:
         special = set(tokenizer.all_special_ids)
         special |= {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
-        keep = {tokenizer.convert_tokens_to_ids(t) for t in KEPT_SPECIAL if t in tokenizer.get_added_vocab()}
+        keep = {
+            tokenizer.convert_tokens_to_ids(t)
+            for t in KEPT_SPECIAL
+            if t in tokenizer.get_added_vocab()
+        }
         cached = tokenizer.__dict__["_danlu_hidden_ids"] = frozenset(special - keep)
     return cached
 

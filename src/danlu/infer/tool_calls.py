@@ -91,7 +91,9 @@ def _hermes(text: str, names: set[str]) -> tuple[str, list[ToolCall]]:
     calls = []
     for block in _HERMES.findall(text):
         obj = _object(block)
-        call = _call(obj.get("name"), obj.get("arguments"), names) if isinstance(obj, dict) else None
+        call = (
+            _call(obj.get("name"), obj.get("arguments"), names) if isinstance(obj, dict) else None
+        )
         if call is None:
             return text, []  # one bad block: the whole answer is text
         calls.append(call)
@@ -211,4 +213,3 @@ class ToolCallStream:
             return held, []
         content, calls = parse(held, self.family, self.names)
         return (content or ""), calls
-

@@ -23,7 +23,7 @@ def request_tools(body: dict[str, Any]) -> list[dict[str, Any]] | None:
     if choice != "auto":
         raise ApiError(
             400,
-            "tool_choice: only \"auto\" and \"none\" are supported (the model decides whether to "
+            'tool_choice: only "auto" and "none" are supported (the model decides whether to '
             "call; forcing a call needs constrained decoding)",
             param="tool_choice",
         )
@@ -38,13 +38,17 @@ def _list(value: Any, param: str) -> list:
 
 def _tool(tool: Any, where: str) -> dict[str, Any]:
     if not isinstance(tool, dict) or tool.get("type", "function") != "function":
-        raise ApiError(400, f'{where} must be {{"type": "function", "function": {{...}}}}', param=where)
+        raise ApiError(
+            400, f'{where} must be {{"type": "function", "function": {{...}}}}', param=where
+        )
     fn = tool.get("function")
     if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
         raise ApiError(400, f"{where}.function.name must be a non-empty string", param=where)
     params = fn.get("parameters", {})
     if not isinstance(params, dict):
-        raise ApiError(400, f"{where}.function.parameters must be a JSON Schema object", param=where)
+        raise ApiError(
+            400, f"{where}.function.parameters must be a JSON Schema object", param=where
+        )
     return {"type": "function", "function": fn}
 
 

@@ -14,11 +14,14 @@ than exported with a template that would not match training.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from danlu.utils.errors import UsageError
+
+_log = logging.getLogger("danlu.export")
 
 _MARK = "\u2063DANLU{}\u2063"  # an invisible separator no real template emits
 ROLES = ("system", "user", "assistant")
@@ -134,9 +137,16 @@ def _quote(value: str) -> str:
 
 def modelfile(gguf_name: str, tok: Any, template: str | None, stops: list[str],
               generation_config: dict[str, Any], context: int) -> str:  # fmt: skip
-    """The Modelfile text for `gguf_name` beside it (no chat template: the prompt as is)."""
-    w = derive(tok, template) if template else None
-    lines = [f"FROM ./{gguf_name}", f'TEMPLATE """{go_template(w) if w else "{{ .Prompt }}"}"""']
+    """The Modelfile text for `gguf_name` beside it (no chat template: the prompt as is). A
+    template that has no Go form gets no TEMPLATE line but a comment saying why: Ollama then
+    falls back on the template inside the GGUF."""
+    lines = [f"FROM ./{gguf_name}"]
+    try:
+        body = go_template(derive(tok, template)) if template else "{{ .Prompt }}"
+        lines.append(f'TEMPLATE """{body}"""')
+    except UsageError as exc:
+        _log.warning("%s; the Modelfile has no TEMPLATE", exc)
+        lines.append(f"# no TEMPLATE: {exc}")
     lines += [f"PARAMETER stop {_quote(s)}" for s in stops]
     lines.append(f"PARAMETER num_ctx {context}")
     for hf, ollama in (("temperature", "temperature"), ("top_p", "top_p"), ("top_k", "top_k"),
