@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from danlu.infer.reasoning import ReasoningSplitter
+from danlu.infer.reasoning import ReasoningSplitter, split_reasoning
 from danlu.infer.tool_calls import ToolCallStream, parse
 
 
@@ -32,8 +32,6 @@ def message(rules: AnswerRules, text: str, finish: str | None) -> tuple[dict[str
     out: dict[str, Any] = {"role": "assistant"}
     content: str | None = text
     if rules.reasoning:
-        from danlu.infer.reasoning import split_reasoning
-
         reasoning, content = split_reasoning(text, rules.opened)
         if reasoning is not None:
             out["reasoning_content"] = reasoning

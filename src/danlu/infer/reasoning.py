@@ -10,6 +10,8 @@ is content, as is everything after `</think>`.
 
 from __future__ import annotations
 
+from danlu.infer.text import partial_suffix
+
 OPEN, CLOSE = "<think>", "</think>"
 
 
@@ -68,14 +70,6 @@ class ReasoningSplitter:
         """What is held back at the end (an unfinished tag is text after all)."""
         held, self.held = self.held, ""
         return (held, "") if self.state == "reasoning" else ("", held)
-
-
-def partial_suffix(text: str, tag: str) -> int:
-    """Length of the longest end of `text` that is a proper start of `tag`."""
-    for n in range(min(len(tag) - 1, len(text)), 0, -1):
-        if tag.startswith(text[-n:]):
-            return n
-    return 0
 
 
 def split_reasoning(text: str, opened: bool = False) -> tuple[str | None, str]:

@@ -105,13 +105,16 @@ class StopChecker:
 
     def _partial_len(self) -> int:
         """Length of the longest tail of the text that is a proper prefix of a stop string."""
-        best = 0
-        for s in self.stops:
-            for k in range(min(len(s) - 1, len(self.text)), best, -1):
-                if self.text.endswith(s[:k]):
-                    best = k
-                    break
-        return best
+        return max((partial_suffix(self.text, s) for s in self.stops), default=0)
+
+
+def partial_suffix(text: str, tag: str) -> int:
+    """Length of the longest end of `text` that is a proper start of `tag`: what a stream must
+    hold back while it may still become `tag`."""
+    for n in range(min(len(tag) - 1, len(text)), 0, -1):
+        if text.endswith(tag[:n]):
+            return n
+    return 0
 
 
 @functools.cache

@@ -13,14 +13,14 @@ an interrupted export never leaves a GGUF that loads half a model.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
 
 from danlu.methods.gguf import FAMILIES, QUANTS
+from danlu.models.check import read_json
 from danlu.utils.errors import UsageError
 from danlu.utils.fs import atomic_dir
 
@@ -108,7 +108,7 @@ def materialise(model: str, adapter: str | None, hf: Path, allow_pickle: bool,
 
 def family_of(hf: Path, fmt: str) -> str:
     """The family's name; a model type the GGUF export does not cover is refused by name."""
-    kind = json.loads((hf / "config.json").read_text(encoding="utf-8")).get("model_type", "?")
+    kind = read_json(hf / "config.json", "export").get("model_type", "?")
     if fmt == "hf":
         return kind
     if kind not in FAMILIES:
@@ -136,22 +136,13 @@ def _write_modelfile(hf: Path, staging: Path, gguf_name: str, template: str) -> 
     from danlu.models import load_tokenizer
 
     tok = load_tokenizer(hf)
-    config = json.loads((hf / "config.json").read_text(encoding="utf-8"))
-    gen = _read_json(hf / "generation_config.json")
+    config = read_json(hf / "config.json", "export")
+    gen_file = hf / "generation_config.json"
+    gen = read_json(gen_file, "export") if gen_file.is_file() else {}
     chat = get_template(template, tok) if (template != "auto" or tok.chat_template) else None
-    stops = sorted(stop_ids(tok, chat, _Ids(gen.get("eos_token_id"))))
+    # stop_ids reads a generation config's eos_token_id attribute
+    stops = sorted(stop_ids(tok, chat, SimpleNamespace(eos_token_id=gen.get("eos_token_id"))))
     context = min(int(config.get("max_position_embeddings") or 2048), MAX_OLLAMA_CONTEXT)
     text = modelfile(gguf_name, tok, chat.source if chat else None,
                      [tok.convert_ids_to_tokens(i) for i in stops], gen, context)  # fmt: skip
     write_modelfile(staging, text)
-
-
-@dataclass
-class _Ids:
-    """What `stop_ids` reads of a generation config."""
-
-    eos_token_id: Any
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}

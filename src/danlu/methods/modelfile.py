@@ -41,15 +41,6 @@ class Wrappers:
     start, and the default system turn some templates insert (SmolLM2, Qwen2.5, Llama 3.1)."""
 
 
-def _render(tok: Any, template: str, messages: list[dict], generation: bool = False) -> str:
-    text = tok.apply_chat_template(messages, chat_template=template, tokenize=False,
-                                   add_generation_prompt=generation)  # fmt: skip
-    # llama.cpp adds BOS itself when the tokenizer does (the GGUF's add_bos_token): the
-    # template's own would double it. SmolLM2's BOS is <|im_start|>, which it never adds.
-    bos = tok.bos_token if adds_bos(tok) else None
-    return text[len(bos) :] if bos and text.startswith(bos) else text
-
-
 def adds_bos(tok: Any) -> bool:
     ids = tok("x")["input_ids"]
     return bool(tok.bos_token_id is not None and ids and ids[0] == tok.bos_token_id)
@@ -80,14 +71,19 @@ def derive(tok: Any, template: str) -> Wrappers:
 
 
 def _probe(tok: Any, template: str, messages: list[dict], generation: bool = False) -> str:
+    """The template's text for `messages`, as llama.cpp will see it: without the BOS it adds
+    itself when the tokenizer does (the GGUF's add_bos_token; the template's own would double
+    it; SmolLM2's BOS is <|im_start|>, which it never adds), and without the EOS some templates
+    (Phi-3) end a conversation that asks for no reply with (Ollama always asks for one)."""
     try:
-        text = _render(tok, template, messages, generation)
-    except Exception as exc:
+        text = tok.apply_chat_template(messages, chat_template=template, tokenize=False,
+                                       add_generation_prompt=generation)  # fmt: skip
+    except Exception as exc:  # jinja errors and raise_exception() alike
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UsageError(f"export: the chat template cannot render a probe conversation "
                          f"({reason}); write the Ollama TEMPLATE by hand") from exc  # fmt: skip
-    # some templates (Phi-3) end a conversation that asks for no reply with EOS; it is not part
-    # of the last turn, and Ollama always asks for a reply
+    bos = tok.bos_token if adds_bos(tok) else None
+    text = text[len(bos) :] if bos and text.startswith(bos) else text
     eos = tok.eos_token
     return text[: -len(eos)] if not generation and eos and text.endswith(eos) else text
 
