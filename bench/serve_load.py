@@ -2,14 +2,16 @@
 streaming clients against `danlu serve` (and optional peers), on the embedded model.
 
     .venv/bin/python bench/serve_load.py [--model smollm2-135m-instruct] [--tokens 128]
-        [--clients 1,4,16] [--requests 2] [--peer llamacpp] [--peer vllm]
+        [--clients 1,4,16] [--requests 2] [--backend native] [--backend llamacpp]
+        [--peer llamacpp] [--peer vllm]
 
 1. Decode, in-process, same prompt and length (EOS ignored so every run makes --tokens tokens):
    danlu     Engine.stream (scheduler thread, KV cache, per-token detokenising and events);
    baseline  transformers `model.generate(do_sample=False)`, timed by a streamer.
    Both report decode tokens/s = (tokens - 1) / (time of last token - time of first token),
    median of --repeats runs; the ratio is danlu / transformers.
-2. Load: `danlu serve` in a subprocess (so the clients' Python does not share its GIL); for each
+2. Load: `danlu serve` (once per --backend; llamacpp serves the GGUF the embedded model ships,
+   the same file the llama-cpp-python peer serves) in a subprocess (so the clients' Python does not share its GIL); for each
    client count C, C threads each send --requests streaming chat requests back to back.
    Reported: aggregate completion tokens/s, request latency p50/p99, time to first token
    p50/p99, the engine's mean batch size; then aggregate tokens/s at the largest C vs 1 client.
@@ -317,6 +319,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def run_danlu(backend: str, args: argparse.Namespace) -> None:
+    cmd = [
+        sys.executable, "-m", "danlu", "serve", "--model", args.model, "--port", "0",
+        "--log-level", "warning", "--max-batch-size", str(args.max_batch_size),
+        "--served-model-name", "danlu-bench", "--max-concurrent", str(max(args.clients) * 2),
+        "--threads", str(args.threads), "--backend", backend,
+    ]  # fmt: skip
+    if backend == "llamacpp":
+        cmd += ["--max-model-len", "2048"]  # as the peer's --n_ctx
+    env = {**os.environ, "DANLU_API_KEY": ""}
+    proc, url = start(cmd, r"\[serve\] \S+ at (http://\S+)", None, env)
+    name = "danlu" if backend == "native" else f"danlu-{backend}"
+    try:
+        run_load(name, url, "danlu-bench", args, {"ignore_eos": True})
+    finally:
+        stop(proc)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -330,6 +350,10 @@ def main() -> None:
     )
     ap.add_argument("--max-batch-size", type=int, default=16)
     ap.add_argument("--peer", action="append", default=[], choices=sorted(PEERS))
+    ap.add_argument(
+        "--backend", action="append", default=[], choices=["native", "llamacpp"],
+        help="danlu serve backends to load (default: native)",
+    )  # fmt: skip
     ap.add_argument(
         "--threads",
         type=int,
@@ -353,32 +377,8 @@ def main() -> None:
             f"ratio {ours / theirs:.2f}x",
             flush=True,
         )
-    cmd = [
-        sys.executable,
-        "-m",
-        "danlu",
-        "serve",
-        "--model",
-        args.model,
-        "--port",
-        "0",
-        "--log-level",
-        "warning",
-        "--max-batch-size",
-        str(args.max_batch_size),
-        "--served-model-name",
-        "danlu-bench",
-        "--max-concurrent",
-        str(max(args.clients) * 2),
-        "--threads",
-        str(args.threads),
-    ]
-    env = {**os.environ, "DANLU_API_KEY": ""}
-    proc, url = start(cmd, r"\[serve\] \S+ at (http://\S+)", None, env)
-    try:
-        run_load("danlu", url, "danlu-bench", args, {"ignore_eos": True})
-    finally:
-        stop(proc)
+    for backend in args.backend or ["native"]:
+        run_danlu(backend, args)
     for peer in args.peer:
         run_peer(peer, args)
 

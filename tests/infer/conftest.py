@@ -110,6 +110,30 @@ def chatter_dir(tmp_path_factory, tokenizer) -> Path:
 
 
 @pytest.fixture(scope="session")
+def parrot_gguf(tmp_path_factory, parrot_dir):
+    """A function returning the parrot exported to an f16 GGUF (made on first call, with
+    llama.cpp's converter; skips when the gguf extra is missing)."""
+    made: list[Path] = []
+
+    def get() -> Path:
+        if not made:
+            from danlu.methods.export import export_model
+            from danlu.methods.gguf import converter_script
+            from danlu.utils.errors import UsageError
+
+            try:
+                converter_script()
+            except UsageError as exc:
+                pytest.skip(str(exc))
+            out = tmp_path_factory.mktemp("parrot-gguf") / "out"
+            export_model(str(parrot_dir), out)
+            made.append(out / "model-f16.gguf")
+        return made[0]
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def parrot(parrot_dir):
     """An Engine on the parrot model (shared: tests must not change it)."""
     from danlu.config import ModelArgs

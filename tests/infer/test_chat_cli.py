@@ -238,3 +238,11 @@ def test_real_danlu_serve_process(parrot_dir):
         assert proc.p.wait(30) == 0
     finally:
         proc.p.kill()
+
+
+@pytest.mark.slow
+def test_real_embedded_model_answers(capsys):
+    """The real SmolLM2 through `danlu chat -q` (greedy): it knows 2 + 2."""
+    assert main(["chat", "-q", "What is 2+2?", "--temperature", "0", "--max-new-tokens", "24"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Assistant: ") and "4" in out

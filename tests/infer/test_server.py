@@ -1,9 +1,12 @@
 """The OpenAI-compatible server against the official `openai` client and raw HTTP: shapes,
-streaming, echo/logprobs, every bad-request kind, auth, limits, disconnects."""
+streaming, echo/logprobs, every bad-request kind, auth, limits, disconnects. The HTTP contract:
+every test runs once per installed backend (native, and llamacpp on the parrot exported to an
+f16 GGUF), against the same expected texts."""
 
 from __future__ import annotations
 
 import http.client
+import importlib.util
 import json
 import threading
 import time
@@ -18,6 +21,46 @@ from danlu.infer.params import GenParams
 openai = pytest.importorskip("openai", reason="the openai client is a dev dependency")
 
 CHAT = [{"role": "user", "content": PARROT_QUESTION}]
+
+BACKENDS = [
+    "native",
+    pytest.param(
+        "llamacpp",
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec("llama_cpp") is None,
+            reason="needs llama-cpp-python (the gguf extra)",
+        ),
+    ),
+]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def parrot(request, parrot_dir, parrot_gguf):
+    """The parrot behind each backend (shared within the module: tests must not change it)."""
+    from danlu.config import ModelArgs
+    from danlu.infer.engine import Engine, EngineConfig
+
+    model = str(parrot_dir) if request.param == "native" else str(parrot_gguf())
+    engine = Engine.load(
+        ModelArgs(model=model, device="cpu", threads=1),
+        name="parrot",
+        config=EngineConfig(max_batch_size=8, batch_wait_ms=2, backend=request.param),
+    )
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def server(parrot):
+    from danlu.infer.launch import start_server
+    from danlu.infer.openai_api import Limits
+    from danlu.infer.server import ServerOptions
+
+    options = ServerOptions(
+        max_body_bytes=64 * 1024, max_concurrent=8, limits=Limits(max_tokens=200)
+    )
+    with start_server(parrot, options=options) as handle:
+        yield handle
 
 
 @pytest.fixture(scope="module")

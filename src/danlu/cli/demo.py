@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from danlu.config import ModelArgs, load_config
-from danlu.infer.generate import stream_chat
-from danlu.models import load_model
 from danlu.utils.errors import UsageError
 
 QUESTIONS = ["Who are you?", "你是谁？", "How should I brew green tea?"]
@@ -118,7 +116,8 @@ def _report(cfg: Any, adapter: Path, max_new_tokens: int) -> None:
         held_out,
         model=cfg.model,
         output_dir=str(out),
-        settings={"eval_max_new_tokens": max_new_tokens},
+        # 16 rows: the 31 held-out questions decode in 2 batches instead of 4
+        settings={"eval_max_new_tokens": max_new_tokens, "per_device_eval_batch_size": 16},
         log=print,
         quiet=True,
     )
@@ -162,23 +161,22 @@ def _demo_config(given: str | None) -> Path:
 
 
 def _ask(title: str, model_args: ModelArgs, max_new_tokens: int) -> None:
-    loaded = load_model(model_args)
-    say(f"--- {title} ---")
-    for question in QUESTIONS:
-        _stream(loaded, question, max_new_tokens)
+    """Each question on its own, greedy, streamed through the engine `danlu chat` uses."""
+    from danlu.infer.chat import ChatSession
+    from danlu.infer.engine import Engine, EngineConfig
+    from danlu.infer.params import GenParams
 
-
-def _stream(loaded: Any, question: str, max_new_tokens: int) -> None:
-    sys.stdout.write(f"user: {question}\nassistant: ")
-    for piece in stream_chat(
-        loaded.model,
-        loaded.tokenizer,
-        [{"role": "user", "content": question}],
-        max_new_tokens=max_new_tokens,
-    ):
-        sys.stdout.write(piece)
-        sys.stdout.flush()
-    sys.stdout.write("\n")
+    config = EngineConfig(max_batch_size=1, batch_wait_ms=0)
+    with Engine.load(model_args, config=config) as engine:
+        say(f"--- {title} ---")
+        chat = ChatSession(engine, GenParams(max_new_tokens=max_new_tokens, temperature=0))
+        for question in QUESTIONS:
+            chat.reset()
+            sys.stdout.write(f"user: {question}\nassistant: ")
+            for piece in chat.reply(question):
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+            sys.stdout.write("\n")
 
 
 def say(line: str) -> None:

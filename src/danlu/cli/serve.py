@@ -36,6 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--served-model-name", help="model id clients use (default: the run or model name)"
     )
     g.add_argument(
+        "--backend",
+        choices=["native", "llamacpp"],
+        default="native",
+        help="native: transformers, any adapter unmerged, exactly as trained; llamacpp: a .gguf "
+        "(danlu export makes one) through llama.cpp (default: %(default)s)",
+    )
+    g.add_argument(
         "--max-batch-size",
         type=int,
         default=16,
@@ -124,7 +131,9 @@ def run(args: argparse.Namespace) -> int:
         model_args(args, threads=serving_threads(args.threads)),
         name=args.served_model_name,
         template=args.template,
-        config=EngineConfig(args.max_batch_size, args.batch_wait_ms, args.max_model_len),
+        config=EngineConfig(
+            args.max_batch_size, args.batch_wait_ms, args.max_model_len, backend=args.backend
+        ),
     )
     key = args.api_key or os.environ.get("DANLU_API_KEY") or None
     options = ServerOptions(

@@ -31,7 +31,10 @@ class EngineConfig:
     batch_wait_ms: float = 5.0
     """When idle, how long the first request waits for others to share its prefill."""
     max_model_len: int | None = None
-    """Context length to enforce; default: the model's `max_position_embeddings`."""
+    """Context length to enforce; default: the model's `max_position_embeddings` (llamacpp:
+    at most 4096, since its KV cache is allocated up front for every row)."""
+    backend: str = "native"
+    """`native` (transformers + any adapter, exactly as trained) or `llamacpp` (a GGUF)."""
 
 
 @dataclass
@@ -70,15 +73,22 @@ class Engine:
         name: str = "model",
         chat_template: str | None = None,
         config: EngineConfig | None = None,
+        runner: Any = None,
     ) -> None:
+        """`runner` replaces the transformers runner (the llamacpp backend passes its own, and
+        `model` None)."""
         from danlu.infer.runner import ModelRunner
         from danlu.infer.scheduler import Scheduler
 
         self.model, self.tokenizer, self.name = model, tokenizer, name
         self.config = config or EngineConfig()
         self.chat_template = chat_template or _tokenizer_template(tokenizer)
-        self.runner = ModelRunner(model, _pad_id(tokenizer))
-        self.context_len = self.config.max_model_len or _context_len(model)
+        self.runner = runner or ModelRunner(model, _pad_id(tokenizer))
+        self.context_len = (
+            self.config.max_model_len
+            or getattr(self.runner, "context_len", None)
+            or _context_len(model)
+        )
         self.eos = eos_ids(tokenizer, getattr(model, "generation_config", None))
         self.vocab_size = len(tokenizer)
         self.scheduler = Scheduler(
@@ -101,6 +111,12 @@ class Engine:
         """Load `args.model` (+ `args.adapter`) and start the scheduler."""
         from danlu.models import load_model
 
+        if config is not None and config.backend == "llamacpp":
+            from danlu.infer.llamacpp import load_engine
+
+            return load_engine(cls, args, name=name, template=template, config=config)
+        if config is not None and config.backend != "native":
+            raise UsageError(f"--backend {config.backend}: unknown (native, llamacpp, vllm)")
         loaded = load_model(args, for_training=False)
         source = chat_template_for(loaded.tokenizer, template, args)
         return cls(
@@ -148,6 +164,10 @@ class Engine:
     def check(self, prompts: list[list[int]], params: GenParams) -> None:
         """Raise ParamError unless every prompt is valid and fits with `max_new_tokens`."""
         virtual = self.runner.virtual
+        if params.num_beams > 1 and self.model is None:
+            raise ParamError(
+                "num_beams", f"beam search is not available with the {self.runner.backend} backend"
+            )
         if (
             params.num_beams > 1
             and self.runner.kind == "prefix"
@@ -241,6 +261,8 @@ class Engine:
 
     def close(self) -> None:
         self.scheduler.close()
+        if hasattr(self.runner, "close"):
+            self.runner.close()
 
     def __enter__(self) -> Engine:
         return self

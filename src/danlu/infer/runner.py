@@ -48,6 +48,8 @@ class Batch:
 class ModelRunner:
     """Runs the model for the scheduler; knows adapters, padding, positions and cache surgery."""
 
+    backend = "native"
+
     def __init__(self, model: Any, pad_id: int) -> None:
         self.model = model
         self.pad_id = pad_id
@@ -200,6 +202,12 @@ class ModelRunner:
 
             layers = getattr(cache, "layers", None)
             self.can_join = bool(layers) and all(type(x) is DynamicLayer for x in layers)
+
+    def release(self, batch: Batch) -> None:
+        """The scheduler is done with every row of `batch` (its cache goes with the object)."""
+
+    def reset(self) -> None:
+        """Nothing is running any more (after a failure)."""
 
     def select(self, batch: Batch, keep: list[int]) -> Batch:
         """Keep only rows `keep`, then drop leading columns that no remaining row attends to."""

@@ -141,6 +141,7 @@ class Scheduler:
                 seq.prompt_lp = prompt_lp[row]
         live = [i for i, s in enumerate(group) if not self._zero_budget(s)]
         if not live:
+            self.runner.release(batch)
             return
         group = [group[i] for i in live]
         rows = [rows[i] for i in live]
@@ -186,7 +187,7 @@ class Scheduler:
         import torch
 
         tokens, lps = choose(logits, [s.row for s in seqs])
-        batch.last = torch.tensor(tokens, dtype=torch.long, device=batch.mask.device)
+        batch.last = torch.tensor(tokens, dtype=torch.long, device=batch.next_pos.device)
         positions = batch.next_pos.tolist()
         keep = []
         for i, seq in enumerate(seqs):
@@ -203,6 +204,7 @@ class Scheduler:
         self, seqs: list[Sequence], batch: Batch, keep: list[int]
     ) -> tuple[list[Sequence], Batch | None]:
         if not keep:
+            self.runner.release(batch)
             return [], None
         if len(keep) != len(seqs):
             batch = self.runner.select(batch, keep)
@@ -231,5 +233,6 @@ class Scheduler:
             if not seq.done:
                 self._send(seq, seq.finish_now(reason, message))
         self.running, self.batch = [], None
+        self.runner.reset()  # nothing runs any more: a runner holding rows frees them all
         if exc is None:
             self.waiting.clear()

@@ -59,7 +59,10 @@ def _write_hf_folder(gguf: Path, dest: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from danlu.models.device import pick_device
+
     check_gguf(gguf, f"model '{gguf}'")  # one line for a damaged file, not a traceback
+    pick_device("auto")  # converting runs on the CPU: quiets DeepSpeed's no-GPU warning
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(
         gguf.parent, gguf_file=gguf.name, dtype=torch.float32

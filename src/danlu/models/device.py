@@ -19,6 +19,7 @@ def pick_device(spec: str = "auto") -> torch.device:
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK") or 0))
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
+        quiet_deepspeed()
         return torch.device("cpu")
     try:
         device = torch.device(spec)
@@ -32,7 +33,15 @@ def pick_device(spec: str = "auto") -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             n = torch.cuda.device_count()
             raise UsageError(f"device: {spec!r} asked for but only {n} GPU(s) are visible")
+    if device.type == "cpu":
+        quiet_deepspeed()
     return device
+
+
+def quiet_deepspeed() -> None:
+    """DeepSpeed (imported by accelerate and transformers whenever it is installed) warns on
+    every CPU-only import that it found no GPU; in a process that runs on the CPU, say so first."""
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 
 def pick_dtype(spec: str, device: torch.device) -> torch.dtype:

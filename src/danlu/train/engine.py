@@ -133,9 +133,7 @@ def _start(cfg: Config, log: Log) -> _Job:
     os.environ.update(nccl_env(cfg))  # before the process group starts
     run_dir = Path(cfg.output_dir).expanduser()
     _seed(cfg.seed)
-    device = pick_device(cfg.device).type
-    if device == "cpu":  # DeepSpeed (imported by accelerate) otherwise warns on stdout that it
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # found no GPU, in every CPU run
+    device = pick_device(cfg.device).type  # on the CPU, also quiets DeepSpeed's no-GPU warning
     if is_main():  # reads only: nothing is written into output_dir before every check passed
         check_inputs(cfg)
     _warn_slow_bf16(cfg, device, log)
