@@ -43,4 +43,6 @@ def test_demo_trains_and_asks_before_and_after(tiny_model_dir, tmp_path, capsys)
     assert "[demo] --- danlu serve on http://127.0.0.1:" in out and "\nserver: " in out
     assert "[demo] --- with retrieval: index " in out and "2 added" in out
     assert out.count("user: How should I brew green tea?") == 3
-    assert out.rstrip().splitlines()[-1].startswith("[1] ") and "tea-guide" in out.splitlines()[-1]
+    *_, cited, says = out.rstrip().splitlines()
+    assert cited.startswith("[1] ") and "tea-guide" in cited
+    assert says.startswith("[demo] [1] says: ")

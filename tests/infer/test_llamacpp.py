@@ -121,3 +121,39 @@ def test_a_smaller_context_is_enforced(parrot_gguf):
         whole = GenParams(max_new_tokens=64 - len(prompt), temperature=0, ignore_eos=True)
         out = engine.generate([prompt], whole)[0]  # fills every KV slot of its stream
         assert out.finish_reason == "length" and len(prompt) + len(out.tokens) == 64
+
+
+def test_a_prompt_that_starts_like_an_earlier_one_reuses_its_kv_cells(cpp):
+    greedy = GenParams(max_new_tokens=60, temperature=0, logprobs=1)
+    chat = cpp.chat_prompt(CHAT)
+    turn2 = cpp.chat_prompt(
+        [
+            *CHAT,
+            {"role": "assistant", "content": PARROT_REPLY},
+            {"role": "user", "content": "再说一遍"},
+        ]
+    )
+
+    def answer(prompt):
+        out = cpp.generate([prompt], greedy, extra_eos=cpp.chat_eos)[0]
+        assert _all_free(cpp)
+        return out
+
+    cpp.runner.fed.clear()  # forget every kept cell: these answers are computed from scratch
+    fresh = answer(chat)
+    cpp.runner.fed.clear()
+    fresh2 = answer(turn2)
+    cpp.runner.fed.clear()
+    assert fresh.text == PARROT_REPLY
+    answer(chat)
+    before = cpp.runner.reused
+    again = answer(chat)  # the same prompt: only its last token runs
+    assert cpp.runner.reused - before == len(chat) - 1
+    before = cpp.runner.reused
+    next_turn = answer(turn2)  # the next turn starts with the whole first turn
+    assert cpp.runner.reused - before >= len(chat)
+    for reused, scratch in ((again, fresh), (next_turn, fresh2)):
+        assert reused.tokens == scratch.tokens
+        for a, b in zip(reused.logprobs, scratch.logprobs, strict=True):
+            # llama.cpp's sums run in another order for a shorter prefill: float noise only
+            assert a.logprob == pytest.approx(b.logprob, abs=1e-2)

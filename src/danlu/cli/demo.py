@@ -80,7 +80,10 @@ def _ask_with_retrieval(cfg: Any, model_args: ModelArgs, max_new_tokens: int) ->
     say(f"--- with retrieval: index {rag.rag_index}: {report.summary()} ---")
     question = QUESTIONS[2]
     sys.stdout.write(f"user: {question}\nassistant: ")
-    grounded_answer(rag, model_args, question, max_new_tokens, write=sys.stdout.write)
+    _, passages = grounded_answer(rag, model_args, question, max_new_tokens, write=sys.stdout.write)
+    if passages:  # what the index knows, whatever a 135M model makes of it
+        text = " ".join(passages[0].text.split())
+        say(f"[1] says: {text[:240]}{'...' if len(text) > 240 else ''}")
 
 
 def _fit_to_this_cpu(cfg: Any, overrides: list[str]) -> Any:

@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     sock = _bind(args.host, args.port)
     knowledge = _knowledge(args)
     engine = Engine.load(
-        model_args(args, threads=serving_threads(args.threads)),
+        model_args(args, threads=serving_threads(args.threads, args.backend)),
         name=args.served_model_name,
         template=args.template,
         config=EngineConfig(
