@@ -16,12 +16,18 @@ from pathlib import Path
 
 import pytest
 from tests.infer.helpers import (
+    CALL,
     CHATTER_TOKEN,
     PARROT_QUESTION,
     PARROT_REPLY,
     PARROT_STORY,
     STORY_PROMPT,
+    THINK,
+    TOOLS,
+    WEATHER_Q,
+    WHY_Q,
     overfit,
+    serve,
 )
 
 
@@ -110,6 +116,32 @@ def chatter_dir(tmp_path_factory, tokenizer) -> Path:
 
 
 @pytest.fixture(scope="session")
+def caller_dir(tmp_path_factory, tokenizer):
+    """The lively model with ChatML (tools rendered Qwen-style) and <think> tokens, overfitted
+    to CALL for WEATHER_Q (with TOOLS) and THINK for WHY_Q."""
+    from transformers import AutoTokenizer
+
+    from danlu.data.templates_builtin import BUILTIN
+
+    dest = tmp_path_factory.mktemp("caller")
+    tokenizer.save_pretrained(dest)
+    tok = AutoTokenizer.from_pretrained(dest)
+    tok.add_special_tokens({"additional_special_tokens": ["<think>", "</think>"]})
+    tok.chat_template = BUILTIN["chatml"]
+    model = _lively(tok, seed=2)
+    texts = [
+        tok.apply_chat_template([{"role": "user", "content": WEATHER_Q}], tools=TOOLS,
+                                tokenize=False, add_generation_prompt=True) + CALL + "<|im_end|>",
+        tok.apply_chat_template([{"role": "user", "content": WHY_Q}], tokenize=False,
+                                add_generation_prompt=True) + THINK + "<|im_end|>",
+    ]  # fmt: skip
+    overfit(model, tok, texts, "caller", steps=300)
+    model.save_pretrained(dest, safe_serialization=True)
+    tok.save_pretrained(dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
 def parrot_gguf(tmp_path_factory, parrot_dir):
     """A function returning the parrot exported to an f16 GGUF (made on first call, with
     llama.cpp's converter; skips when the gguf extra is missing)."""
@@ -165,15 +197,7 @@ def lively(lively_dir):
 @pytest.fixture(scope="session")
 def server(parrot):
     """A live server on the parrot engine, no API key: `server.url`, `server.base_url`."""
-    from danlu.infer.launch import start_server
-    from danlu.infer.openai_api import Limits
-    from danlu.infer.server import ServerOptions
-
-    options = ServerOptions(
-        max_body_bytes=64 * 1024, max_concurrent=8, limits=Limits(max_tokens=200)
-    )
-    with start_server(parrot, options=options) as handle:
-        yield handle
+    yield from serve(parrot)
 
 
 @pytest.fixture(scope="session")

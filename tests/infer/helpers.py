@@ -71,3 +71,27 @@ def forward_greedy(model, prompt: list[int], n: int, eos: int = 2) -> list[int]:
             if token == eos:
                 break
     return out
+
+
+# The "caller" model (conftest.caller_dir) calls a tool for WEATHER_Q and reasons for WHY_Q.
+WEATHER_Q = "What is the weather in Hangzhou?"
+CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Hangzhou"}}\n</tool_call>'
+WHY_Q = "Should I take an umbrella?"
+THINK = "<think>It rains in spring.</think>\n\nTake an umbrella."
+TOOLS = [{"type": "function", "function": {
+    "name": "get_weather", "description": "Weather of a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]  # fmt: skip
+
+
+def serve(engine):
+    """A live server on `engine` with the limits the server tests expect (no API key, 64 KiB
+    bodies, 8 requests in flight, max_tokens 200): yields the handle, stops it after."""
+    from danlu.infer.launch import start_server
+    from danlu.infer.openai_api import Limits
+    from danlu.infer.server import ServerOptions
+
+    options = ServerOptions(
+        max_body_bytes=64 * 1024, max_concurrent=8, limits=Limits(max_tokens=200)
+    )
+    with start_server(engine, options=options) as handle:
+        yield handle

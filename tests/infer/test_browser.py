@@ -199,3 +199,43 @@ def test_chat_page_uses_the_api_key_field(browser, parrot):
         refused, answer = _run(scenario(srv.url))
     assert "didn't provide an API key" in refused
     assert answer == PARROT_REPLY
+
+
+def test_chat_page_shows_reasoning_apart_from_the_answer(browser, caller_dir):
+    """A model that thinks first: the page shows the reasoning_content deltas in their own
+    folded block above the answer, and sends only the answer back as history."""
+    from tests.infer.helpers import THINK, WHY_Q
+
+    from danlu.config import ModelArgs
+    from danlu.infer.engine import Engine, EngineConfig
+    from danlu.infer.launch import start_server
+
+    async def scenario(url):
+        async with aiohttp.ClientSession() as session:
+            page = await _page(browser, session)
+            await page.call("Page.navigate", url=url + "/")
+            await page.until("document.getElementById('model').textContent === 'caller'")
+            await page.js(
+                "document.getElementById('temperature').value = '0';"
+                f"document.getElementById('input').value = {json.dumps(WHY_Q)};"
+                "document.getElementById('send').click();"
+            )
+            await page.until("document.querySelector('.assistant')?.dataset.state === 'done'")
+            return await page.js(
+                "(() => { const a = document.querySelector('.assistant');"
+                " return [a.querySelector('.thinking')?.textContent,"
+                " a.querySelector('.content').textContent,"
+                " a.querySelector('details.reasoning')?.open, turns[1].content]; })()"
+            )
+
+    config = EngineConfig(max_batch_size=2, batch_wait_ms=0)
+    with (
+        Engine.load(ModelArgs(model=str(caller_dir), device="cpu"), name="caller",
+                    config=config) as engine,
+        start_server(engine) as srv,
+    ):  # fmt: skip
+        thought, answer, still_open, history = _run(scenario(srv.url))
+    reasoning, _, reply = THINK.removeprefix("<think>").partition("</think>")
+    assert thought == reasoning and answer == reply.strip()
+    assert still_open is False  # folded once the answer began
+    assert history == answer

@@ -14,7 +14,13 @@ from urllib.parse import urlparse
 
 import pytest
 import requests
-from tests.infer.helpers import PARROT_QUESTION, PARROT_REPLY, PARROT_STORY, STORY_PROMPT
+from tests.infer.helpers import (
+    PARROT_QUESTION,
+    PARROT_REPLY,
+    PARROT_STORY,
+    STORY_PROMPT,
+    serve,
+)
 
 from danlu.infer.params import GenParams
 
@@ -52,15 +58,7 @@ def parrot(request, parrot_dir, parrot_gguf):
 
 @pytest.fixture(scope="module")
 def server(parrot):
-    from danlu.infer.launch import start_server
-    from danlu.infer.openai_api import Limits
-    from danlu.infer.server import ServerOptions
-
-    options = ServerOptions(
-        max_body_bytes=64 * 1024, max_concurrent=8, limits=Limits(max_tokens=200)
-    )
-    with start_server(parrot, options=options) as handle:
-        yield handle
+    yield from serve(parrot)
 
 
 @pytest.fixture(scope="module")

@@ -141,3 +141,26 @@ def test_a_split_tag_is_never_sent_in_halves():
     assert splitter.feed("<th") == ("", "")
     assert splitter.feed("ink>why</th") == ("why", "")
     assert splitter.feed("ink>so") == ("", "so")
+
+
+@pytest.mark.parametrize(
+    ("family", "call_text"),
+    [
+        ("hermes", '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Hangzhou"}}\n</tool_call>'),
+        ("json", '{"name": "get_weather", "parameters": {"city": "Hangzhou"}}'),
+        ("glm45", "<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>Hangzhou</arg_value>\n</tool_call>"),
+        ("glm", 'get_weather\n{"city": "Hangzhou"}'),
+    ],
+)  # fmt: skip
+def test_a_forced_calls_lead_is_the_start_of_the_familys_own_call(family, call_text):
+    from danlu.infer.tool_calls import lead, parse
+
+    named = lead(family, "get_weather", ["get_weather", "get_time"])
+    assert call_text.startswith(named)  # the model only writes the rest
+    assert parse(call_text, family, {"get_weather"})[1][0].arguments == {"city": "Hangzhou"}
+    required = lead(family, None, ["get_weather", "get_time"])
+    if family == "glm":  # its calls open with the name: several tools, nothing to force
+        assert required is None
+        assert lead("glm", None, ["get_weather"]) == "get_weather\n"
+    else:
+        assert named.startswith(required)

@@ -7,44 +7,9 @@ import json
 
 import pytest
 import requests
+from tests.infer.helpers import TOOLS, WEATHER_Q, WHY_Q
 
 openai = pytest.importorskip("openai", reason="the openai client is a dev dependency")
-
-WEATHER_Q = "What is the weather in Hangzhou?"
-CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Hangzhou"}}\n</tool_call>'
-WHY_Q = "Should I take an umbrella?"
-THINK = "<think>It rains in spring.</think>\n\nTake an umbrella."
-TOOLS = [{"type": "function", "function": {
-    "name": "get_weather", "description": "Weather of a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def caller_dir(tmp_path_factory, tokenizer):
-    """The lively model with ChatML (tools rendered Qwen-style) and <think> tokens, overfitted
-    to CALL for WEATHER_Q (with TOOLS) and THINK for WHY_Q."""
-    from tests.infer.conftest import _lively
-    from tests.infer.helpers import overfit
-    from transformers import AutoTokenizer
-
-    from danlu.data.templates_builtin import BUILTIN
-
-    dest = tmp_path_factory.mktemp("caller")
-    tokenizer.save_pretrained(dest)
-    tok = AutoTokenizer.from_pretrained(dest)
-    tok.add_special_tokens({"additional_special_tokens": ["<think>", "</think>"]})
-    tok.chat_template = BUILTIN["chatml"]
-    model = _lively(tok, seed=2)
-    texts = [
-        tok.apply_chat_template([{"role": "user", "content": WEATHER_Q}], tools=TOOLS,
-                                tokenize=False, add_generation_prompt=True) + CALL + "<|im_end|>",
-        tok.apply_chat_template([{"role": "user", "content": WHY_Q}], tokenize=False,
-                                add_generation_prompt=True) + THINK + "<|im_end|>",
-    ]  # fmt: skip
-    overfit(model, tok, texts, "caller", steps=300)
-    model.save_pretrained(dest, safe_serialization=True)
-    tok.save_pretrained(dest)
-    return dest
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +93,9 @@ def test_a_tool_result_turn_is_rendered(served):
 
 
 @pytest.mark.parametrize(("extra", "message"), [
-    ({"tool_choice": "required"}, 'tool_choice: only "auto" and "none" are supported'),
+    ({"tool_choice": {"type": "function", "function": {"name": "get_time"}}},
+     "tool_choice must be \"auto\", \"none\", \"required\" or"),
+    ({"tool_choice": "sometimes"}, "naming one of the tools"),
     ({"tools": [{"type": "function", "function": {"name": ""}}]}, "tools[0].function.name must be a non-empty string"),
     ({"tools": "get_weather"}, "tools must be an array"),
 ])  # fmt: skip
@@ -142,3 +109,42 @@ def test_bad_tool_requests_get_400(served, extra, message):
     }
     r = requests.post(server.url + "/v1/chat/completions", json=body, timeout=30)
     assert r.status_code == 400 and message in r.json()["error"]["message"]
+
+
+NAMED = {"type": "function", "function": {"name": "get_weather"}}
+
+
+@pytest.mark.parametrize("choice", ["required", NAMED], ids=["required", "named"])
+def test_a_forced_call_opens_the_answer_in_the_prompt(served, choice):
+    """A forced call's opening is written after the generation prompt (the model can only go
+    on with a call), whole and streamed; the opening's tokens count as prompt tokens."""
+    server, client = served
+    free = _ask(client, WEATHER_Q, tools=TOOLS)
+    forced = _ask(client, WEATHER_Q, tools=TOOLS, tool_choice=choice)
+    (choice_,) = forced.choices
+    assert choice_.finish_reason == "tool_calls" and choice_.message.content is None
+    (call,) = choice_.message.tool_calls
+    assert (call.function.name, json.loads(call.function.arguments)) == (
+        "get_weather", {"city": "Hangzhou"})  # fmt: skip
+    opening = '<tool_call>\n{"name":' + (' "get_weather", "arguments":' if choice is NAMED else "")
+    tok = server.engine.tokenizer
+    plain = server.engine.chat_text([{"role": "user", "content": WEATHER_Q}], TOOLS)
+    assert forced.usage.prompt_tokens == len(tok.encode(plain + opening, add_special_tokens=False))
+    assert forced.usage.prompt_tokens > free.usage.prompt_tokens
+    chunks = list(_ask(client, WEATHER_Q, tools=TOOLS, tool_choice=choice, stream=True))
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    assert not "".join(d.content or "" for d in deltas)
+    calls = [tc for d in deltas for tc in (d.tool_calls or [])]
+    assert [(tc.function.name, json.loads(tc.function.arguments)) for tc in calls] == [
+        ("get_weather", {"city": "Hangzhou"})]  # fmt: skip
+
+
+def test_a_forced_call_the_model_cannot_finish_is_content_not_a_500(served):
+    _, client = served
+    # trained to reason here, not to call: whatever follows the opening, the server answers
+    (choice,) = _ask(client, WHY_Q, tools=TOOLS, tool_choice=NAMED).choices
+    if choice.message.tool_calls is None:
+        assert choice.message.content.startswith('<tool_call>\n{"name": "get_weather"')
+        assert choice.finish_reason in ("stop", "length")
+    else:
+        assert choice.finish_reason == "tool_calls"

@@ -97,7 +97,7 @@ def parse_chat(body: dict[str, Any], engine: Engine, limits: Limits) -> Job:
     from danlu.infer.tools_api import request_tools
 
     _check_model(body, engine)
-    tools = request_tools(body)
+    tools, forced = request_tools(body)
     fmt = body.get("response_format")
     if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type") != "text"):
         raise ApiError(
@@ -110,6 +110,8 @@ def parse_chat(body: dict[str, Any], engine: Engine, limits: Limits) -> Job:
         raise ApiError(
             400, f"messages cannot be rendered with the chat template: {exc}", param="messages"
         ) from exc
+    opening = _forced_lead(engine, tools, forced)
+    text += opening
     prompt = engine.tokenizer.encode(text, add_special_tokens=False)
     top = _opt_int(body, "top_logprobs", 0, MAX_TOP_LOGPROBS)
     want = _opt_bool(body, "logprobs") or False
@@ -121,11 +123,35 @@ def parse_chat(body: dict[str, Any], engine: Engine, limits: Limits) -> Job:
     job = _job("chat", body, engine, limits, [prompt], params)
     job.chat_logprobs = want
     job.extra_eos = engine.chat_eos
-    job.rules = answer_rules(engine, text, tools)
+    job.rules = answer_rules(engine, text, tools, opening)
     return job
 
 
-def answer_rules(engine: Engine, prompt_text: str, tools: list | None) -> AnswerRules:
+def _forced_lead(engine: Engine, tools: list | None, forced: str | bool) -> str:
+    """A forced call (tool_choice `required` or a named function) is the opening of a call in
+    the template's own form, put after the generation prompt: the model can only continue a
+    call (a light form of constrained decoding: the name and the syntax are fixed, the
+    arguments are the model's)."""
+    from danlu.infer.tool_calls import family_of, lead
+    from danlu.infer.tools_api import names
+
+    if not forced or not tools:
+        return ""
+    family = family_of(engine.chat_template or "")
+    opening = lead(family, forced if isinstance(forced, str) else None, sorted(names(tools)))
+    if opening is None:
+        raise ApiError(
+            400,
+            f'tool_choice "required": the {family} call format begins with the function\'s '
+            "name; with several tools, name the one to call",
+            param="tool_choice",
+        )
+    return opening
+
+
+def answer_rules(
+    engine: Engine, prompt_text: str, tools: list | None, lead: str = ""
+) -> AnswerRules:
     """How this request's answers are read: reasoning when the template or the vocabulary
     knows `<think>` (Qwen3, DeepSeek-R1, QwQ; a model fine-tuned on reasoning data) or the
     prompt opened it; tool calls in the template's family when tools were given."""
@@ -134,12 +160,13 @@ def answer_rules(engine: Engine, prompt_text: str, tools: list | None) -> Answer
     from danlu.infer.tools_api import names
 
     template = engine.chat_template or ""
-    opened = opens_thinking(prompt_text)
+    opened = not lead and opens_thinking(prompt_text)
     return AnswerRules(
         reasoning=opened or OPEN in template or OPEN in engine.tokenizer.get_added_vocab(),
         opened=opened,
         tool_family=family_of(template) if tools else None,
         tool_names=names(tools),
+        lead=lead,
     )
 
 

@@ -58,6 +58,24 @@ def family_of(template: str) -> str:
     return "hermes"
 
 
+def lead(family: str, name: str | None, tools: list[str]) -> str | None:
+    """The opening of a call in `family`'s form, written into the prompt after the generation
+    prompt when the request forces a call (`tool_choice` naming `name`, or `required`: name
+    None), so the model can only continue a call; None when the family cannot open a call
+    without its name and several tools could be meant."""
+    if name is None and family == "glm" and len(tools) == 1:
+        name = tools[0]
+    # Each opening ends just before a space: byte-level BPE attaches a space to the word after
+    # it, so the model's next token (` "get_weather"`, ` {"city"`) is one it saw in training.
+    if family == "hermes":
+        return '<tool_call>\n{"name":' + (f' "{name}", "arguments":' if name else "")
+    if family == "json":
+        return '{"name":' + (f' "{name}", "parameters":' if name else "")
+    if family == "glm45":
+        return "<tool_call>" + (f"{name}\n" if name else "")
+    return f"{name}\n" if name else None
+
+
 def parse(text: str, family: str, names: set[str]) -> tuple[str | None, list[ToolCall]]:
     """(the content left, the calls) of a whole answer; no calls -> (text, [])."""
     parser = {"hermes": _hermes, "glm45": _glm45, "json": _json, "glm": _glm}[family]

@@ -9,25 +9,33 @@ from typing import Any
 from danlu.infer.openai_api import ApiError
 
 
-def request_tools(body: dict[str, Any]) -> list[dict[str, Any]] | None:
-    """The tools to render into the prompt, or None (none given, or tool_choice "none")."""
+def request_tools(body: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, str | bool]:
+    """(the tools to render into the prompt, or None: none given, or tool_choice "none"; and
+    what the choice forces: False (the model decides), True (`required`: some call) or the
+    name of the function it must call)."""
     tools = body.get("tools")
     if tools is None and body.get("functions") is not None:  # the legacy form
         tools = [{"type": "function", "function": f} for f in _list(body["functions"], "functions")]
     if tools is None:
-        return None
+        return None, False
     checked = [_tool(t, f"tools[{i}]") for i, t in enumerate(_list(tools, "tools"))]
     choice = body.get("tool_choice", body.get("function_call", "auto"))
-    if choice == "none":
-        return None
-    if choice != "auto":
+    if choice == "none" or not checked:
+        return None, False
+    if choice == "auto":
+        return checked, False
+    if choice == "required":
+        return checked, True
+    named = choice.get("function", choice) if isinstance(choice, dict) else None
+    name = named.get("name") if isinstance(named, dict) else None
+    if name not in names(checked):
         raise ApiError(
             400,
-            'tool_choice: only "auto" and "none" are supported (the model decides whether to '
-            "call; forcing a call needs constrained decoding)",
+            'tool_choice must be "auto", "none", "required" or {"type": "function", '
+            '"function": {"name": NAME}} naming one of the tools',
             param="tool_choice",
         )
-    return checked or None
+    return checked, name
 
 
 def _list(value: Any, param: str) -> list:
