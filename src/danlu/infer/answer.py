@@ -26,22 +26,16 @@ class AnswerRules:
     """danlu.infer.tool_calls family; None: the request gave no tools."""
     tool_names: frozenset[str] = field(default_factory=frozenset)
     lead: str = ""
-    """A forced call's opening, written in the prompt: the answer continues it."""
+    """A forced call's opening, written in the prompt: the answer continues it (and, starting
+    with a call, has no reasoning: `reasoning` is False then)."""
 
 
 def message(rules: AnswerRules, text: str, finish: str | None) -> tuple[dict[str, Any], str | None]:
     """(the assistant message, the finish_reason: 'tool_calls' when it calls tools)."""
     out: dict[str, Any] = {"role": "assistant"}
-    content: str | None = text
-    if rules.lead:  # a forced call: the answer is the rest of the call the prompt opened
-        calls = parse(rules.lead + text, rules.tool_family or "hermes", set(rules.tool_names))[1]
-        out["content"] = None if calls else rules.lead + text
-        if calls:
-            out["tool_calls"] = [c.as_json() for c in calls]
-            return out, "tool_calls"
-        return out, finish
+    content: str | None = rules.lead + text  # a forced call: the rest of the call the prompt opened
     if rules.reasoning:
-        reasoning, content = split_reasoning(text, rules.opened)
+        reasoning, content = split_reasoning(content, rules.opened)
         if reasoning is not None:
             out["reasoning_content"] = reasoning
     calls = []
@@ -58,14 +52,13 @@ class AnswerStream:
     """One choice's stream: text pieces in, delta dicts out."""
 
     def __init__(self, rules: AnswerRules) -> None:
-        forced = bool(rules.lead)  # a forced call has no reasoning before it
-        self.splitter = ReasoningSplitter(rules.opened) if rules.reasoning and not forced else None
+        self.splitter = ReasoningSplitter(rules.opened) if rules.reasoning else None
         self.tools = (
             ToolCallStream(rules.tool_family, set(rules.tool_names))
             if rules.tool_family is not None
             else None
         )
-        if self.tools is not None and forced:
+        if self.tools is not None and rules.lead:
             self.tools.feed(rules.lead)  # the call's opening: held, as the start of a call is
 
     def feed(self, piece: str) -> dict[str, Any]:

@@ -116,7 +116,7 @@ class Engine:
 
             return load_engine(cls, args, name=name, template=template, config=config)
         if config is not None and config.backend != "native":
-            raise UsageError(f"--backend {config.backend}: unknown (native, llamacpp, vllm)")
+            raise UsageError(f"--backend {config.backend}: unknown (native, llamacpp)")
         loaded = load_model(args, for_training=False)
         source = chat_template_for(loaded.tokenizer, template, args)
         return cls(
@@ -261,8 +261,7 @@ class Engine:
 
     def close(self) -> None:
         self.scheduler.close()
-        if hasattr(self.runner, "close"):
-            self.runner.close()
+        self.runner.close()
 
     def __enter__(self) -> Engine:
         return self

@@ -2,13 +2,14 @@
 
 llama-cpp-python's high-level `Llama` holds one sequence, so a server built on it answers one
 request at a time. This runner talks to llama.cpp's C API (the ctypes bindings llama-cpp-python
-ships) instead: every running row is a llama.cpp sequence id with its own KV stream, a prefill is
-one `llama_decode` over all new prompts, and a decode step is one `llama_decode` of one token per
-row. The scheduler, sampling, stop strings, streaming, echo logprobs and the HTTP contract are
+ships) instead: every running row is a llama.cpp sequence id in one shared KV buffer, a prefill
+is one `llama_decode` over all new prompts, and a decode step is one `llama_decode` of one token
+per row. The scheduler, sampling, stop strings, streaming, echo logprobs and the HTTP contract are
 the native engine's, unchanged: only the forward pass moves into llama.cpp.
 
-Rows map onto the scheduler's batch operations like this: `select` frees the KV stream of a row
-that left (and copies a stream when one prompt's choices fork), `merge` is list concatenation.
+Rows map onto the scheduler's batch operations like this: `select` frees the id of a row that
+left (its cells stay for a later prompt with the same start, see `_claim`) and copies a row's
+cells when one prompt's choices fork; `merge` is list concatenation.
 """
 
 from __future__ import annotations
@@ -97,6 +98,7 @@ class LlamaCppRunner:
             raise RuntimeFailure(f"model '{path}': llama.cpp could not load this GGUF")
         trained = int(lib.llama_model_n_ctx_train(self.model))
         self.context_len = context_len or min(trained, DEFAULT_CONTEXT)
+        self.rows, self.cap = rows, max(PREFILL_TOKENS, rows)
         self.ctx = lib.llama_init_from_model(self.model, self._context_params(rows, threads))
         if not self.ctx:
             lib.llama_model_free(self.model)
@@ -106,13 +108,12 @@ class LlamaCppRunner:
             )
         self.memory = lib.llama_get_memory(self.ctx)
         self.n_vocab = int(lib.llama_vocab_n_tokens(lib.llama_model_get_vocab(self.model)))
-        self.rows = rows
-        self.free = list(range(rows - 1, -1, -1))
+        self.free: list[int] = []
         self.fed: dict[int, list[int]] = {}
         """The tokens whose KV cells each sequence id holds (running or free)."""
+        self.reset()
         self.reused = 0
         """Prompt tokens not prefilled because a free sequence already held them."""
-        self.cap = max(PREFILL_TOKENS, rows)
         self.batch = lib.llama_batch_init(self.cap, 0, 1)
         self.device = torch.device("cpu")
 
@@ -123,7 +124,7 @@ class LlamaCppRunner:
         # cells, and check() keeps every row within context_len, so the rows always fit.
         p.n_seq_max, p.kv_unified = rows, True
         p.n_ctx = self.context_len * rows
-        p.n_batch = p.n_ubatch = max(PREFILL_TOKENS, rows)  # = self.cap
+        p.n_batch = p.n_ubatch = self.cap
         p.n_outputs_max = p.n_outputs_max_per_seq = 0  # echo needs every prompt position
         p.n_threads = p.n_threads_batch = threads
         p.no_perf = True
@@ -244,7 +245,7 @@ class LlamaCppRunner:
             self._free(seq)
 
     def reset(self) -> None:
-        """After a failure nothing runs: every stream is cleared and every id is free again."""
+        """Nothing runs (at start, after a failure): every cell is cleared, every id free."""
         self.lib.llama_memory_clear(self.memory, True)
         self.free = list(range(self.rows - 1, -1, -1))
         self.fed.clear()
@@ -309,7 +310,7 @@ def gguf_file(spec: str) -> Path:
 def load_engine(cls: Any, args: Any, *, name: str | None, template: str, config: Any) -> Any:
     """An Engine (class `cls`) whose forward pass is llama.cpp's, on the GGUF `args.model`."""
     from danlu.infer.engine import chat_template_for, default_name
-    from danlu.utils.system import available_cpus
+    from danlu.infer.options import serving_threads
 
     if args.adapter:
         raise UsageError(
@@ -322,7 +323,7 @@ def load_engine(cls: Any, args: Any, *, name: str | None, template: str, config:
         path,
         rows=config.max_batch_size,
         context_len=config.max_model_len,
-        threads=args.threads or available_cpus(),
+        threads=serving_threads(args.threads, "llamacpp"),
         gpu_layers=gpu_layers(args.device),
     )
     try:

@@ -161,8 +161,9 @@ def answer_rules(
 
     template = engine.chat_template or ""
     opened = not lead and opens_thinking(prompt_text)
+    knows = OPEN in template or OPEN in engine.tokenizer.get_added_vocab()
     return AnswerRules(
-        reasoning=opened or OPEN in template or OPEN in engine.tokenizer.get_added_vocab(),
+        reasoning=not lead and (opened or knows),  # a forced call starts the answer
         opened=opened,
         tool_family=family_of(template) if tools else None,
         tool_names=names(tools),

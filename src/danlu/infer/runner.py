@@ -209,6 +209,9 @@ class ModelRunner:
     def reset(self) -> None:
         """Nothing is running any more (after a failure)."""
 
+    def close(self) -> None:
+        """The engine is closing (the model is freed with the object)."""
+
     def select(self, batch: Batch, keep: list[int]) -> Batch:
         """Keep only rows `keep`, then drop leading columns that no remaining row attends to."""
         import torch
